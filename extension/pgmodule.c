@@ -1,0 +1,336 @@
+/*-------------------------------------------------------------------------
+ * pgmodule.c
+ *		The `_shoal_pg` Python module: what Python code may ask of the backend.
+ *
+ * Every function here that calls PostgreSQL runs it under PG_TRY.  A
+ * PostgreSQL error is caught, kept aside and reported to Python as PgError;
+ * when control returns to C the kept error is rethrown, even if Python
+ * swallowed the exception.  After such an error every function here refuses
+ * to touch the backend, whose state is then only fit for aborting.
+ *-------------------------------------------------------------------------
+ */
+#include "shoal.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/wait_event.h"
+
+PyObject   *shoal_exc_query_canceled = NULL;
+static PyObject *exc_pg_error = NULL;
+static ErrorData *pending_error = NULL;
+
+void
+shoal_pgmodule_catch(MemoryContext oldcxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(TopMemoryContext);
+	edata = CopyErrorData();
+	FlushErrorState();
+	MemoryContextSwitchTo(oldcxt);
+	if (pending_error == NULL)
+		pending_error = edata;
+	else
+		FreeErrorData(edata);
+	PyErr_SetString(exc_pg_error, pending_error->message ? pending_error->message : "PostgreSQL error");
+}
+
+bool
+shoal_pgmodule_error_pending(void)
+{
+	return pending_error != NULL;
+}
+
+void
+shoal_pgmodule_rethrow(void)
+{
+	ErrorData  *edata = pending_error;
+
+	Assert(edata != NULL);
+	pending_error = NULL;
+	PyErr_Clear();
+	ReThrowError(edata);
+}
+
+static bool
+refuse_after_error(void)
+{
+	if (pending_error == NULL)
+		return false;
+	PyErr_SetString(exc_pg_error, "an earlier PostgreSQL error must be handled first");
+	return true;
+}
+
+/* check_interrupts(): raise QueryCanceled if the backend has a cancel or termination pending. */
+static PyObject *
+pg_check_interrupts(PyObject *self, PyObject *unused)
+{
+	if (QueryCancelPending || ProcDiePending)
+	{
+		PyErr_SetString(shoal_exc_query_canceled,
+						ProcDiePending ? "terminating connection" : "canceling statement");
+		return NULL;
+	}
+	Py_RETURN_NONE;
+}
+
+/*
+ * wait(fd=-1, timeout=None, write=False) -> bool
+ *
+ * Sleep on the backend's latch (so cancel, timeouts and postmaster death
+ * wake us) and, if given, until fd is readable (or writable).  Returns
+ * whether the socket is ready.  Raises QueryCanceled on a pending cancel.
+ * The GIL is released meanwhile.
+ */
+static PyObject *
+pg_wait(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+	static char *kwlist[] = {"fd", "timeout", "write", NULL};
+	int			fd = -1;
+	PyObject   *timeout_obj = Py_None;
+	int			write = 0;
+	long		timeout_ms = -1;
+	int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+	int			rc = 0;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		failed = false;
+	PyThreadState *ts;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|iOp", kwlist, &fd, &timeout_obj, &write))
+		return NULL;
+	if (refuse_after_error())
+		return NULL;
+	if (timeout_obj != Py_None)
+	{
+		double		seconds = PyFloat_AsDouble(timeout_obj);
+
+		if (seconds == -1.0 && PyErr_Occurred())
+			return NULL;
+		timeout_ms = seconds <= 0 ? 0 : (long) (seconds * 1000.0 + 0.999);
+		events |= WL_TIMEOUT;
+	}
+	if (fd >= 0)
+		events |= write ? WL_SOCKET_WRITEABLE : WL_SOCKET_READABLE;
+
+	if (pg_check_interrupts(self, NULL) == NULL)
+		return NULL;
+
+	ts = PyEval_SaveThread();
+	PG_TRY();
+	{
+		rc = WaitLatchOrSocket(MyLatch, events, fd, timeout_ms, PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+	}
+	PG_CATCH();
+	{
+		PyEval_RestoreThread(ts);
+		shoal_pgmodule_catch(oldcxt);
+		failed = true;
+	}
+	PG_END_TRY();
+	if (failed)
+		return NULL;
+	PyEval_RestoreThread(ts);
+
+	if (pg_check_interrupts(self, NULL) == NULL)
+		return NULL;
+	return PyBool_FromLong((rc & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE)) != 0);
+}
+
+/* log(level, message): elog at DEBUG, LOG, INFO, NOTICE or WARNING. */
+static PyObject *
+pg_log(PyObject *self, PyObject *args)
+{
+	const char *levelname;
+	const char *message;
+	int			level;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		failed = false;
+
+	if (!PyArg_ParseTuple(args, "ss", &levelname, &message))
+		return NULL;
+	if (refuse_after_error())
+		return NULL;
+	if (pg_strcasecmp(levelname, "debug") == 0)
+		level = DEBUG1;
+	else if (pg_strcasecmp(levelname, "log") == 0)
+		level = LOG;
+	else if (pg_strcasecmp(levelname, "info") == 0)
+		level = INFO;
+	else if (pg_strcasecmp(levelname, "notice") == 0)
+		level = NOTICE;
+	else if (pg_strcasecmp(levelname, "warning") == 0)
+		level = WARNING;
+	else
+	{
+		PyErr_Format(PyExc_ValueError, "unknown log level \"%s\"", levelname);
+		return NULL;
+	}
+	PG_TRY();
+	{
+		ereport(level, (errmsg_internal("%s", message)));
+	}
+	PG_CATCH();
+	{
+		shoal_pgmodule_catch(oldcxt);
+		failed = true;
+	}
+	PG_END_TRY();
+	if (failed)
+		return NULL;
+	Py_RETURN_NONE;
+}
+
+/*
+ * query(sql, *args) -> list of tuples
+ *
+ * Run one statement through SPI with text arguments ($1, $2, ...: None is
+ * NULL, anything else is passed as its str()).  Values come back as Python
+ * objects.  Meant for catalog lookups, not for bulk data.
+ */
+static PyObject *
+pg_query(PyObject *self, PyObject *args)
+{
+	Py_ssize_t	nargs = PyTuple_Size(args);
+	const char *sql;
+	int			nparams;
+	Oid		   *types;
+	Datum	   *values;
+	char	   *nulls;
+	PyObject   *result = NULL;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		failed = false;
+
+	if (nargs < 1 || !PyUnicode_Check(PyTuple_GET_ITEM(args, 0)))
+	{
+		PyErr_SetString(PyExc_TypeError, "query(sql, *args) takes the SQL text first");
+		return NULL;
+	}
+	if (refuse_after_error())
+		return NULL;
+	sql = PyUnicode_AsUTF8(PyTuple_GET_ITEM(args, 0));
+	if (sql == NULL)
+		return NULL;
+	nparams = (int) nargs - 1;
+	types = palloc(sizeof(Oid) * (nparams + 1));
+	values = palloc(sizeof(Datum) * (nparams + 1));
+	nulls = palloc(sizeof(char) * (nparams + 1));
+	for (int i = 0; i < nparams; i++)
+	{
+		PyObject   *arg = PyTuple_GET_ITEM(args, i + 1);
+
+		types[i] = TEXTOID;
+		if (arg == Py_None)
+		{
+			nulls[i] = 'n';
+			values[i] = (Datum) 0;
+		}
+		else
+		{
+			PyObject   *str = PyObject_Str(arg);
+			const char *utf8 = str ? PyUnicode_AsUTF8(str) : NULL;
+
+			if (utf8 == NULL)
+			{
+				Py_XDECREF(str);
+				return NULL;
+			}
+			nulls[i] = ' ';
+			values[i] = CStringGetTextDatum(utf8);
+			Py_DECREF(str);
+		}
+	}
+
+	PG_TRY();
+	{
+		int			rc;
+
+		SPI_connect();
+		rc = SPI_execute_with_args(sql, nparams, types, values, nulls, false, 0);
+		if (rc < 0)
+			elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+		result = PyList_New(0);
+		if (result != NULL && SPI_tuptable != NULL)
+		{
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+
+			for (uint64 row = 0; row < SPI_processed && result != NULL; row++)
+			{
+				PyObject   *tuple = PyTuple_New(desc->natts);
+
+				for (int col = 0; tuple != NULL && col < desc->natts; col++)
+				{
+					bool		isnull;
+					Datum		value = SPI_getbinval(SPI_tuptable->vals[row], desc, col + 1, &isnull);
+					PyObject   *item = shoal_datum_to_py(value, isnull,
+														 TupleDescAttr(desc, col)->atttypid);
+
+					if (item == NULL)
+						Py_CLEAR(tuple);
+					else
+						PyTuple_SET_ITEM(tuple, col, item);
+				}
+				if (tuple == NULL || PyList_Append(result, tuple) < 0)
+					Py_CLEAR(result);
+				Py_XDECREF(tuple);
+			}
+		}
+		SPI_finish();
+	}
+	PG_CATCH();
+	{
+		Py_CLEAR(result);
+		shoal_pgmodule_catch(oldcxt);
+		failed = true;
+	}
+	PG_END_TRY();
+	if (failed)
+		return NULL;
+	return result;
+}
+
+static PyMethodDef pg_methods[] = {
+	{"check_interrupts", pg_check_interrupts, METH_NOARGS,
+	"Raise QueryCanceled if the backend has a cancel or termination pending."},
+	{"wait", (PyCFunction) (void (*) (void)) pg_wait, METH_VARARGS | METH_KEYWORDS,
+	"wait(fd=-1, timeout=None, write=False): sleep on the backend latch and a socket."},
+	{"log", pg_log, METH_VARARGS, "log(level, message): write to the server log."},
+	{"query", pg_query, METH_VARARGS, "query(sql, *args): run SQL through SPI."},
+	{NULL, NULL, 0, NULL}
+};
+
+static struct PyModuleDef pg_module = {
+	PyModuleDef_HEAD_INIT, "_shoal_pg",
+	"The backend that hosts this interpreter (provided by the shoal extension).",
+	-1, pg_methods
+};
+
+PyObject *
+PyInit__shoal_pg(void)
+{
+	PyObject   *mod = PyModule_Create(&pg_module);
+
+	if (mod == NULL)
+		return NULL;
+	/* A BaseException, so that `except Exception` in handler code does not swallow a cancel. */
+	shoal_exc_query_canceled = PyErr_NewExceptionWithDoc("_shoal_pg.QueryCanceled",
+														 "The query was canceled or timed out.",
+														 PyExc_BaseException, NULL);
+	exc_pg_error = PyErr_NewExceptionWithDoc("_shoal_pg.PgError",
+											 "PostgreSQL raised an error; it is reported when "
+											 "control returns to the backend.",
+											 PyExc_Exception, NULL);
+	if (shoal_exc_query_canceled == NULL || exc_pg_error == NULL ||
+		PyModule_AddObjectRef(mod, "QueryCanceled", shoal_exc_query_canceled) < 0 ||
+		PyModule_AddObjectRef(mod, "PgError", exc_pg_error) < 0)
+	{
+		Py_DECREF(mod);
+		return NULL;
+	}
+	return mod;
+}

@@ -1,0 +1,383 @@
+/*-------------------------------------------------------------------------
+ * pyhost.c
+ *		The embedded CPython: starting it, calling into it, and turning its
+ *		exceptions into PostgreSQL errors.
+ *
+ * Each backend starts its interpreter on first use.  The backend's thread
+ * holds the GIL from then on, except while it waits (see pgmodule.c).  No
+ * PostgreSQL error ever unwinds through Python frames: C calls into Python
+ * return normally and a pending exception is converted here, after the
+ * Python stack has unwound.
+ *-------------------------------------------------------------------------
+ */
+#include "shoal.h"
+
+#include <signal.h>
+
+#include "miscadmin.h"
+#include "utils/elog.h"
+
+static bool python_started = false;
+static bool python_failed = false;
+
+/* PostgreSQL's SIGINT handler, chained from ours. */
+static void (*pg_sigint_handler) (int) = NULL;
+
+/*
+ * SIGINT (cancel, and statement_timeout, which signals the backend itself)
+ * must also interrupt Python code that is blocked in a system call: after
+ * PostgreSQL's handler set its flags, trip Python's own SIGINT, whose
+ * Python-level handler raises QueryCanceled when the backend has a cancel
+ * pending.  PyErr_SetInterruptEx is async-signal-safe.
+ */
+static void
+shoal_sigint(int signo)
+{
+	int			save_errno = errno;
+
+	if (pg_sigint_handler != NULL)
+		pg_sigint_handler(signo);
+	PyErr_SetInterruptEx(SIGINT);
+	errno = save_errno;
+}
+
+static void
+install_interrupt_handler(void)
+{
+	struct sigaction old;
+	PyObject   *result;
+
+	if (sigaction(SIGINT, NULL, &old) == 0 &&
+		old.sa_handler != SIG_IGN && old.sa_handler != SIG_DFL)
+		pg_sigint_handler = old.sa_handler;
+
+	/* Registers the Python-level handler (and, as a side effect, Python's C handler) */
+	result = shoal_call_method(shoal_host_attr("interrupts"), "install", NULL);
+	Py_DECREF(result);
+
+	/* ... which ours replaces at the C level, chaining to PostgreSQL's. */
+	pqsignal(SIGINT, shoal_sigint);
+}
+
+bool
+shoal_python_started(void)
+{
+	return python_started;
+}
+
+static void
+add_python_path(void)
+{
+	PyObject   *sys_path;
+	char	   *copy;
+	char	   *dir;
+	char	   *saveptr = NULL;
+	Py_ssize_t	position = 0;
+
+	if (shoal_python_path == NULL || shoal_python_path[0] == '\0')
+		return;
+	sys_path = PySys_GetObject("path");	/* borrowed */
+	if (sys_path == NULL)
+		return;
+	copy = pstrdup(shoal_python_path);
+	for (dir = strtok_r(copy, ":", &saveptr); dir; dir = strtok_r(NULL, ":", &saveptr))
+	{
+		PyObject   *entry = PyUnicode_DecodeFSDefault(dir);
+
+		if (entry == NULL || PyList_Insert(sys_path, position++, entry) < 0)
+		{
+			Py_XDECREF(entry);
+			shoal_python_raise("adding shoal.python_path to sys.path");
+		}
+		Py_DECREF(entry);
+	}
+	pfree(copy);
+}
+
+void
+shoal_python_ensure(void)
+{
+	PyPreConfig preconfig;
+	PyConfig	config;
+	PyStatus	status;
+
+	if (python_started)
+		return;
+	if (python_failed)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("the embedded Python interpreter failed to start earlier in this session")));
+
+	/*
+	 * The backend owns the locale: Python must not call setlocale().  UTF-8
+	 * mode gives Python a sane file-system encoding whatever LC_CTYPE is.
+	 */
+	PyPreConfig_InitIsolatedConfig(&preconfig);
+	preconfig.configure_locale = 0;
+	preconfig.utf8_mode = 1;
+	status = Py_PreInitialize(&preconfig);
+	if (PyStatus_Exception(status))
+	{
+		python_failed = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not pre-initialize Python: %s",
+						status.err_msg ? status.err_msg : "unknown error")));
+	}
+
+	PyConfig_InitIsolatedConfig(&config);
+	config.install_signal_handlers = 0;
+	config.site_import = 1;
+	config.parse_argv = 0;
+	config.write_bytecode = 0;
+	config.buffered_stdio = 0;
+	/* The venv's python: getpath finds its pyvenv.cfg and the venv's site-packages. */
+	status = PyConfig_SetBytesString(&config, &config.program_name, shoal_python_executable);
+	if (!PyStatus_Exception(status))
+		status = PyConfig_SetBytesString(&config, &config.executable, shoal_python_executable);
+	if (!PyStatus_Exception(status) &&
+		PyImport_AppendInittab("_shoal_pg", PyInit__shoal_pg) != 0)
+		status = PyStatus_Error("could not register module _shoal_pg");
+	if (!PyStatus_Exception(status))
+		status = Py_InitializeFromConfig(&config);
+	PyConfig_Clear(&config);
+	if (PyStatus_Exception(status))
+	{
+		python_failed = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not start the embedded Python interpreter: %s",
+						status.err_msg ? status.err_msg : "unknown error"),
+				 errhint("Check shoal.python_executable (now \"%s\"): it should be the python of "
+						 "the environment where shoal is installed.", shoal_python_executable)));
+	}
+	python_started = true;
+
+	add_python_path();
+	install_interrupt_handler();
+}
+
+/*
+ * Import module.attr; a new reference, or an ERROR.
+ */
+PyObject *
+shoal_import_attr(const char *module, const char *attr)
+{
+	PyObject   *mod;
+	PyObject   *result;
+
+	shoal_python_ensure();
+	mod = PyImport_ImportModule(module);
+	if (mod == NULL)
+		shoal_python_raise(psprintf("importing %s", module));
+	result = PyObject_GetAttrString(mod, attr);
+	Py_DECREF(mod);
+	if (result == NULL)
+		shoal_python_raise(psprintf("importing %s.%s", module, attr));
+	return result;
+}
+
+/*
+ * An attribute of shoal.fdw.host, the Python side of this bridge; borrowed,
+ * and cached for the life of the backend.
+ */
+PyObject *
+shoal_host_attr(const char *attr)
+{
+	static PyObject *host = NULL;
+	PyObject   *result;
+
+	if (host == NULL)
+	{
+		PyObject   *mod;
+
+		shoal_python_ensure();
+		mod = PyImport_ImportModule("shoal.fdw.host");
+		if (mod == NULL)
+			shoal_python_raise("importing shoal.fdw.host");
+		host = mod;
+	}
+	result = PyObject_GetAttrString(host, attr);
+	if (result == NULL)
+		shoal_python_raise(psprintf("shoal.fdw.host.%s", attr));
+	Py_DECREF(result);			/* the module keeps it alive */
+	return result;
+}
+
+/*
+ * obj.method(*args, **kwargs): a new reference, or an ERROR.  args may be
+ * NULL for no arguments; the caller keeps its references.
+ */
+PyObject *
+shoal_call_method_kw(PyObject *obj, const char *method, PyObject *args, PyObject *kwargs)
+{
+	PyObject   *callable;
+	PyObject   *result;
+
+	callable = PyObject_GetAttrString(obj, method);
+	if (callable == NULL)
+		shoal_python_raise(method);
+	if (args == NULL && kwargs == NULL)
+		result = PyObject_CallNoArgs(callable);
+	else
+	{
+		PyObject   *empty = NULL;
+
+		if (args == NULL)
+			args = empty = PyTuple_New(0);
+		result = PyObject_Call(callable, args, kwargs);
+		Py_XDECREF(empty);
+	}
+	Py_DECREF(callable);
+	if (shoal_pgmodule_error_pending())
+	{
+		/* Python went on after a PostgreSQL error in a callback: that error wins. */
+		Py_XDECREF(result);
+		shoal_pgmodule_rethrow();
+	}
+	if (result == NULL)
+		shoal_python_raise(method);
+	return result;
+}
+
+PyObject *
+shoal_call_method(PyObject *obj, const char *method, PyObject *args)
+{
+	return shoal_call_method_kw(obj, method, args, NULL);
+}
+
+/*
+ * Render the pending exception: message, SQLSTATE, traceback.  Clears it.
+ */
+typedef struct PythonError
+{
+	char	   *message;
+	char	   *detail;
+	char	   *hint;
+	int			sqlerrcode;
+	bool		canceled;
+} PythonError;
+
+static char *
+py_str_to_cstring(PyObject *obj)
+{
+	PyObject   *str = obj ? PyObject_Str(obj) : NULL;
+	const char *utf8;
+	char	   *result = NULL;
+
+	if (str != NULL && (utf8 = PyUnicode_AsUTF8(str)) != NULL)
+		result = pstrdup(utf8);
+	Py_XDECREF(str);
+	PyErr_Clear();
+	return result;
+}
+
+static void
+fetch_python_error(PythonError *err)
+{
+	PyObject   *type,
+			   *value,
+			   *tb;
+
+	memset(err, 0, sizeof(*err));
+	err->sqlerrcode = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
+
+	PyErr_Fetch(&type, &value, &tb);
+	if (type == NULL)
+	{
+		err->message = pstrdup("Python call failed without an exception");
+		return;
+	}
+	PyErr_NormalizeException(&type, &value, &tb);
+	if (tb != NULL && value != NULL)
+		PyException_SetTraceback(value, tb);
+
+	if (shoal_exc_query_canceled != NULL &&
+		PyErr_GivenExceptionMatches(type, shoal_exc_query_canceled))
+		err->canceled = true;
+	else
+	{
+		PyObject   *formatted = NULL;
+		const char *tname = ((PyTypeObject *) type)->tp_name;
+		char	   *msg = py_str_to_cstring(value);
+		PyObject   *attr;
+
+		err->message = (msg && msg[0]) ? psprintf("%s: %s", tname, msg) : pstrdup(tname);
+
+		if (value != NULL && (attr = PyObject_GetAttrString(value, "sqlstate")) != NULL)
+		{
+			const char *code = PyUnicode_Check(attr) ? PyUnicode_AsUTF8(attr) : NULL;
+
+			if (code && strlen(code) == 5)
+				err->sqlerrcode = MAKE_SQLSTATE(code[0], code[1], code[2], code[3], code[4]);
+			Py_DECREF(attr);
+		}
+		PyErr_Clear();
+		if (value != NULL && (attr = PyObject_GetAttrString(value, "hint")) != NULL)
+		{
+			if (attr != Py_None)
+				err->hint = py_str_to_cstring(attr);
+			Py_DECREF(attr);
+		}
+		PyErr_Clear();
+
+		if (tb != NULL)
+		{
+			PyObject   *tbmod = PyImport_ImportModule("traceback");
+			PyObject   *lines = tbmod ? PyObject_CallMethod(tbmod, "format_exception", "O", value) : NULL;
+			PyObject   *sep = PyUnicode_FromString("");
+
+			if (lines != NULL && sep != NULL)
+				formatted = PyUnicode_Join(sep, lines);
+			err->detail = formatted ? py_str_to_cstring(formatted) : NULL;
+			Py_XDECREF(formatted);
+			Py_XDECREF(lines);
+			Py_XDECREF(sep);
+			Py_XDECREF(tbmod);
+			PyErr_Clear();
+		}
+	}
+	Py_XDECREF(type);
+	Py_XDECREF(value);
+	Py_XDECREF(tb);
+}
+
+void
+shoal_python_raise(const char *context)
+{
+	PythonError err;
+
+	if (shoal_pgmodule_error_pending())
+		shoal_pgmodule_rethrow();
+	fetch_python_error(&err);
+	if (err.canceled)
+	{
+		/* Let PostgreSQL report the cancel or timeout in its own words. */
+		CHECK_FOR_INTERRUPTS();
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("canceling statement due to user request")));
+	}
+	ereport(ERROR,
+			(errcode(err.sqlerrcode),
+			 errmsg_internal("%s", err.message),
+			 err.detail ? errdetail_internal("%s", err.detail) : 0,
+			 err.hint ? errhint("%s", err.hint) : 0,
+			 context ? errcontext("Python: %s", context) : 0));
+	pg_unreachable();
+}
+
+void
+shoal_python_warn(const char *context)
+{
+	PythonError err;
+
+	fetch_python_error(&err);
+	if (err.canceled)
+		return;
+	ereport(WARNING,
+			(errcode(err.sqlerrcode),
+			 errmsg_internal("%s", err.message),
+			 err.detail ? errdetail_internal("%s", err.detail) : 0,
+			 context ? errcontext("Python: %s", context) : 0));
+}

@@ -1,0 +1,525 @@
+/*-------------------------------------------------------------------------
+ * quals.c
+ *		Which restriction clauses can be handed to a handler, and in what form.
+ *
+ * A clause ships when it reads only this table's columns, constants and
+ * parameters, and uses only built-in immutable operators and functions
+ * with collations that mean the same on the other side.  Each shipped
+ * clause gets its SQL text, deparsed by PostgreSQL's own ruleutils with
+ * parameters (and outer-relation values of parameterized paths) replaced
+ * by $n; a clause of the simple form `column op value` also becomes a
+ * Multicorn-style qual.
+ *-------------------------------------------------------------------------
+ */
+#include "shoal.h"
+
+#include "access/transam.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_operator.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parsetree.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/ruleutils.h"
+#include "utils/syscache.h"
+
+typedef struct ShipContext
+{
+	Index		relid;			/* the scanned relation's range-table index */
+} ShipContext;
+
+static bool
+is_builtin(Oid oid)
+{
+	return oid < FirstGenbkiObjectId;
+}
+
+static bool
+collation_ships(Oid collid)
+{
+	/* Column collations are declared alike on every node; explicit others may not exist there. */
+	return collid == InvalidOid || collid == DEFAULT_COLLATION_OID ||
+		collid == C_COLLATION_OID || collid == POSIX_COLLATION_OID;
+}
+
+static bool
+function_ships(Oid funcid)
+{
+	return is_builtin(funcid) && func_volatile(funcid) == PROVOLATILE_IMMUTABLE;
+}
+
+static bool
+ships_walker(Node *node, ShipContext *ctx)
+{
+	if (node == NULL)
+		return false;
+
+	switch (nodeTag(node))
+	{
+		case T_Var:
+			{
+				Var		   *var = (Var *) node;
+
+				if (var->varlevelsup != 0)
+					return true;
+				if (var->varno == ctx->relid)
+					return var->varattno <= 0;	/* system columns and whole rows stay local */
+				/* another relation's value: sent as a parameter */
+				return !is_builtin(var->vartype);
+			}
+		case T_Const:
+			return !is_builtin(((Const *) node)->consttype);
+		case T_Param:
+			{
+				Param	   *param = (Param *) node;
+
+				if (param->paramkind != PARAM_EXTERN && param->paramkind != PARAM_EXEC)
+					return true;
+				return !is_builtin(param->paramtype);
+			}
+		case T_OpExpr:
+		case T_DistinctExpr:
+		case T_NullIfExpr:
+			{
+				OpExpr	   *op = (OpExpr *) node;
+
+				set_opfuncid(op);
+				if (!is_builtin(op->opno) || !function_ships(op->opfuncid) ||
+					!collation_ships(op->inputcollid))
+					return true;
+				break;
+			}
+		case T_ScalarArrayOpExpr:
+			{
+				ScalarArrayOpExpr *op = (ScalarArrayOpExpr *) node;
+
+				set_sa_opfuncid(op);
+				if (!is_builtin(op->opno) || !function_ships(op->opfuncid) ||
+					!collation_ships(op->inputcollid))
+					return true;
+				break;
+			}
+		case T_FuncExpr:
+			{
+				FuncExpr   *func = (FuncExpr *) node;
+
+				if (!function_ships(func->funcid) || !collation_ships(func->inputcollid))
+					return true;
+				break;
+			}
+		case T_RelabelType:
+			if (!is_builtin(((RelabelType *) node)->resulttype))
+				return true;
+			break;
+		case T_ArrayExpr:
+			if (!is_builtin(((ArrayExpr *) node)->array_typeid))
+				return true;
+			break;
+		case T_BoolExpr:
+		case T_NullTest:
+		case T_BooleanTest:
+		case T_List:
+			break;
+		default:
+			return true;
+	}
+	return expression_tree_walker(node, ships_walker, (void *) ctx);
+}
+
+typedef struct ParamizeContext
+{
+	Index		relid;
+	List	  **params;			/* expressions whose values are $1, $2, ... */
+} ParamizeContext;
+
+static int
+param_index(List **params, Node *expr)
+{
+	ListCell   *lc;
+	int			i = 1;
+
+	foreach(lc, *params)
+	{
+		if (equal(lfirst(lc), expr))
+			return i;
+		i++;
+	}
+	*params = lappend(*params, expr);
+	return list_length(*params);
+}
+
+static Param *
+make_scan_param(Node *expr, int index)
+{
+	Param	   *param = makeNode(Param);
+
+	param->paramkind = PARAM_EXTERN;
+	param->paramid = index;
+	param->paramtype = exprType(expr);
+	param->paramtypmod = exprTypmod(expr);
+	param->paramcollid = exprCollation(expr);
+	param->location = -1;
+	return param;
+}
+
+/* The clause as deparse sees it: this table is range-table entry 1; everything else is $n. */
+static Node *
+paramize_mutator(Node *node, ParamizeContext *ctx)
+{
+	if (node == NULL)
+		return NULL;
+	if (IsA(node, Var) && ((Var *) node)->varno == ctx->relid)
+	{
+		Var		   *var = (Var *) copyObject(node);
+
+		var->varno = 1;
+		var->varnosyn = 1;
+		return (Node *) var;
+	}
+	if (IsA(node, Var) || IsA(node, Param))
+		return (Node *) make_scan_param(node, param_index(ctx->params, node));
+	return expression_tree_mutator(node, paramize_mutator, (void *) ctx);
+}
+
+/*
+ * Deparse with the settings a remote node parses back unambiguously, the
+ * same that postgres_fdw sends: ISO dates, full float precision, and
+ * everything qualified except pg_catalog.
+ */
+static char *
+deparse_clause(Node *clause, Oid relid)
+{
+	int			nestlevel = NewGUCNestLevel();
+	char	   *sql;
+
+	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("datestyle", "ISO", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("intervalstyle", "postgres", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("extra_float_digits", "3", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	sql = deparse_expression(clause, deparse_context_for(get_rel_name(relid), relid), false, false);
+	AtEOXact_GUC(true, nestlevel);
+	return sql;
+}
+
+static bool
+is_this_column(Node *node, Index relid, AttrNumber *attnum)
+{
+	while (node && IsA(node, RelabelType))
+		node = (Node *) ((RelabelType *) node)->arg;
+	if (node && IsA(node, Var) && ((Var *) node)->varno == relid &&
+		((Var *) node)->varlevelsup == 0 && ((Var *) node)->varattno > 0)
+	{
+		*attnum = ((Var *) node)->varattno;
+		return true;
+	}
+	return false;
+}
+
+/* A value side: a Const stays itself; anything else is a parameter of the scan. */
+static Node *
+value_node(Node *node, List **params)
+{
+	while (node && IsA(node, RelabelType))
+		node = (Node *) ((RelabelType *) node)->arg;
+	if (IsA(node, Const))
+		return node;
+	return (Node *) makeInteger(param_index(params, node));
+}
+
+static bool
+reads_this_rel(Node *node, Index relid)
+{
+	return bms_is_member(relid, pull_varnos(NULL, node));
+}
+
+/* Fill in the simple form of the qual, if the clause has one. */
+static void
+classify_simple(ShoalQual *qual, Expr *clause, Index relid, List **params)
+{
+	AttrNumber	attnum;
+
+	qual->kind = SHOAL_QUAL_OTHER;
+	if (IsA(clause, OpExpr) && list_length(((OpExpr *) clause)->args) == 2)
+	{
+		OpExpr	   *op = (OpExpr *) clause;
+		Node	   *left = linitial(op->args);
+		Node	   *right = lsecond(op->args);
+		Oid			opno = op->opno;
+
+		if (!is_this_column(left, relid, &attnum))
+		{
+			/* value op column: use the commutator, if there is one */
+			if (!is_this_column(right, relid, &attnum) || !OidIsValid(opno = get_commutator(opno)))
+				return;
+			right = left;
+		}
+		if (reads_this_rel(right, relid))
+			return;
+		qual->kind = SHOAL_QUAL_OP;
+		qual->attnum = attnum;
+		qual->opname = get_opname(opno);
+		qual->value = value_node(right, params);
+	}
+	else if (IsA(clause, ScalarArrayOpExpr))
+	{
+		ScalarArrayOpExpr *op = (ScalarArrayOpExpr *) clause;
+		Node	   *right = lsecond(op->args);
+
+		if (!is_this_column(linitial(op->args), relid, &attnum) || reads_this_rel(right, relid))
+			return;
+		qual->kind = op->useOr ? SHOAL_QUAL_ANY : SHOAL_QUAL_ALL;
+		qual->attnum = attnum;
+		qual->opname = get_opname(op->opno);
+		qual->value = value_node(right, params);
+	}
+	else if (IsA(clause, NullTest) && !((NullTest *) clause)->argisrow &&
+			 is_this_column((Node *) ((NullTest *) clause)->arg, relid, &attnum))
+	{
+		qual->kind = ((NullTest *) clause)->nulltesttype == IS_NULL ? SHOAL_QUAL_ISNULL
+			: SHOAL_QUAL_NOTNULL;
+		qual->attnum = attnum;
+	}
+	else if (is_this_column((Node *) clause, relid, &attnum))
+	{
+		qual->kind = SHOAL_QUAL_BOOL;
+		qual->attnum = attnum;
+		qual->boolval = true;
+	}
+	else if (is_notclause(clause) &&
+			 is_this_column((Node *) get_notclausearg(clause), relid, &attnum))
+	{
+		qual->kind = SHOAL_QUAL_BOOL;
+		qual->attnum = attnum;
+		qual->boolval = false;
+	}
+}
+
+/*
+ * The shipped form of a clause on baserel, or NULL if it must stay local.
+ * Values that are not constants are appended to *params (the scan's $n).
+ */
+ShoalQual *
+shoal_classify_clause(PlannerInfo *root, RelOptInfo *baserel, Expr *clause, List **params)
+{
+	ShipContext ship = {baserel->relid};
+	ParamizeContext paramize = {baserel->relid, params};
+	RangeTblEntry *rte = planner_rt_fetch(baserel->relid, root);
+	ShoalQual  *qual;
+	Node	   *remote;
+	List	   *saved = list_copy(*params);
+
+	if (ships_walker((Node *) clause, &ship))
+		return NULL;
+	if (contain_mutable_functions((Node *) clause))
+		return NULL;
+
+	qual = palloc0(sizeof(ShoalQual));
+	classify_simple(qual, clause, baserel->relid, params);
+	remote = paramize_mutator((Node *) clause, &paramize);
+	PG_TRY();
+	{
+		qual->sql = deparse_clause(remote, rte->relid);
+	}
+	PG_CATCH();
+	{
+		*params = saved;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return qual;
+}
+
+/* ShoalQuals to and from a copyObject-able list, for a plan's fdw_private. */
+List *
+shoal_quals_to_private(List *quals)
+{
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	foreach(lc, quals)
+	{
+		ShoalQual  *q = lfirst(lc);
+
+		result = lappend(result,
+						 list_make5(makeInteger(q->kind),
+									makeInteger(q->attnum),
+									makeString(q->opname ? q->opname : pstrdup("")),
+									q->value ? q->value : (Node *) makeInteger(0),
+									list_make2(makeBoolean(q->boolval), makeString(q->sql))));
+	}
+	return result;
+}
+
+List *
+shoal_quals_from_private(List *private)
+{
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	foreach(lc, private)
+	{
+		List	   *item = lfirst(lc);
+		ShoalQual  *q = palloc0(sizeof(ShoalQual));
+		List	   *extra = list_nth(item, 4);
+		Node	   *value = list_nth(item, 3);
+
+		q->kind = intVal(linitial(item));
+		q->attnum = intVal(lsecond(item));
+		q->opname = strVal(lthird(item));
+		q->value = (IsA(value, Integer) && intVal(value) == 0) ? NULL : value;
+		q->boolval = boolVal(linitial(extra));
+		q->sql = strVal(lsecond(extra));
+		result = lappend(result, q);
+	}
+	return result;
+}
+
+static PyObject *
+qual_value(ShoalQual *q, Datum *paramvals, bool *paramnulls, Oid *paramtypes, int nparams,
+		   bool *known)
+{
+	*known = true;
+	if (q->value == NULL)
+		Py_RETURN_NONE;
+	if (IsA(q->value, Const))
+	{
+		Const	   *c = (Const *) q->value;
+
+		return shoal_datum_to_py(c->constvalue, c->constisnull, c->consttype);
+	}
+	else
+	{
+		int			index = intVal(q->value);
+
+		if (paramvals == NULL || index < 1 || index > nparams)
+		{
+			*known = false;
+			Py_RETURN_NONE;
+		}
+		return shoal_datum_to_py(paramvals[index - 1], paramnulls[index - 1], paramtypes[index - 1]);
+	}
+}
+
+/*
+ * The Python Quals for a scan.  Without parameter values (at planning),
+ * quals whose value is a parameter are left out.  Quals that only have SQL
+ * are included when with_sql_only.
+ */
+PyObject *
+shoal_quals_to_py(List *quals, Relation rel, Datum *paramvals, bool *paramnulls,
+				  Oid *paramtypes, int nparams, bool with_sql_only)
+{
+	PyObject   *qual_class = shoal_host_attr("Qual");
+	PyObject   *list = PyList_New(0);
+	PyObject   *params = PyList_New(0);
+	PyObject   *types = PyList_New(0);
+	PyObject   *result;
+	TupleDesc	desc = RelationGetDescr(rel);
+	ListCell   *lc;
+
+	if (list == NULL || params == NULL || types == NULL)
+		shoal_python_raise("building quals");
+
+	foreach(lc, quals)
+	{
+		ShoalQual  *q = lfirst(lc);
+		PyObject   *field = Py_None;
+		PyObject   *op = Py_None;
+		PyObject   *value = NULL;
+		PyObject   *item;
+		bool		known = true;
+
+		if (q->kind == SHOAL_QUAL_OTHER && !with_sql_only)
+			continue;
+		Py_INCREF(field);
+		Py_INCREF(op);
+		if (q->kind != SHOAL_QUAL_OTHER)
+		{
+			Py_DECREF(field);
+			field = shoal_cstring_to_py(NameStr(TupleDescAttr(desc, q->attnum - 1)->attname));
+		}
+		switch (q->kind)
+		{
+			case SHOAL_QUAL_OP:
+				Py_DECREF(op);
+				op = PyUnicode_FromString(q->opname);
+				value = qual_value(q, paramvals, paramnulls, paramtypes, nparams, &known);
+				break;
+			case SHOAL_QUAL_ANY:
+			case SHOAL_QUAL_ALL:
+				Py_DECREF(op);
+				op = Py_BuildValue("(sO)", q->opname, q->kind == SHOAL_QUAL_ANY ? Py_True : Py_False);
+				value = qual_value(q, paramvals, paramnulls, paramtypes, nparams, &known);
+				break;
+			case SHOAL_QUAL_ISNULL:
+			case SHOAL_QUAL_NOTNULL:
+				Py_DECREF(op);
+				op = PyUnicode_FromString(q->kind == SHOAL_QUAL_ISNULL ? "=" : "<>");
+				value = Py_NewRef(Py_None);
+				break;
+			case SHOAL_QUAL_BOOL:
+				Py_DECREF(op);
+				op = PyUnicode_FromString("=");
+				value = PyBool_FromLong(q->boolval);
+				break;
+			case SHOAL_QUAL_OTHER:
+				value = Py_NewRef(Py_None);
+				break;
+		}
+		if (!known)
+		{
+			Py_XDECREF(value);
+			Py_XDECREF(field);
+			Py_XDECREF(op);
+			continue;
+		}
+		item = (field && op && value) ?
+			PyObject_CallFunction(qual_class, "OOON", field, op, value, shoal_cstring_to_py(q->sql)) : NULL;
+		Py_XDECREF(field);
+		Py_XDECREF(op);
+		Py_XDECREF(value);
+		if (item == NULL || PyList_Append(list, item) < 0)
+		{
+			Py_XDECREF(item);
+			Py_DECREF(list);
+			Py_DECREF(params);
+			Py_DECREF(types);
+			shoal_python_raise("building quals");
+		}
+		Py_DECREF(item);
+	}
+
+	for (int i = 0; paramvals != NULL && i < nparams; i++)
+	{
+		PyObject   *value = shoal_datum_to_py(paramvals[i], paramnulls[i], paramtypes[i]);
+		PyObject   *type = PyLong_FromUnsignedLong(paramtypes[i]);
+
+		if (value == NULL || type == NULL || PyList_Append(params, value) < 0 ||
+			PyList_Append(types, type) < 0)
+		{
+			Py_XDECREF(value);
+			Py_XDECREF(type);
+			Py_DECREF(list);
+			Py_DECREF(params);
+			Py_DECREF(types);
+			shoal_python_raise("building query parameters");
+		}
+		Py_DECREF(value);
+		Py_DECREF(type);
+	}
+
+	result = PyObject_CallFunction(shoal_host_attr("Quals"), "NNN", list, params, types);
+	if (result == NULL)
+		shoal_python_raise("building quals");
+	return result;
+}

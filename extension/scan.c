@@ -1,0 +1,394 @@
+/*-------------------------------------------------------------------------
+ * scan.c
+ *		Executing a scan of a shoal_fdw table.
+ *
+ * The handler's execute() is called at BeginForeignScan whenever the
+ * parameters are known then, so that an Append over many foreign
+ * partitions sends all its requests before reading any answer.  Iterate
+ * reads Python rows or binary tuple data; binary chunks are decoded in C.
+ *-------------------------------------------------------------------------
+ */
+#include "shoal.h"
+
+#include "commands/explain.h"
+#include "miscadmin.h"
+#include "executor/executor.h"
+#include "foreign/fdwapi.h"
+#include "nodes/nodeFuncs.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+typedef struct ShoalScanState
+{
+	PyObject   *handler;
+	PyObject   *iterator;
+	PyObject   *columns;		/* names of the requested columns */
+	PyObject   *sortkeys;		/* list of SortKey, or NULL */
+	int			limit;			/* -1: none */
+	bool		exact;
+	List	   *quals;			/* ShoalQual */
+	List	   *param_states;	/* ExprState per $n */
+	Oid		   *param_types;
+	int			nparams;
+	ShoalRowMap map;
+	ShoalBinaryReader reader;
+	MemoryContext tuple_cxt;	/* the current tuple's values */
+	bool		started;
+	bool		released;
+	MemoryContextCallback cleanup;
+} ShoalScanState;
+
+/*
+ * Drop the scan's Python objects.  A generator being dropped runs its
+ * finally blocks (cancelling remote work, closing cursors).  Runs from
+ * EndForeignScan, or, since the executor never calls End after an error,
+ * when the query's memory goes away.
+ */
+static void
+release_scan(void *arg)
+{
+	ShoalScanState *state = arg;
+
+	if (state->released)
+		return;
+	state->released = true;
+	shoal_binary_release(&state->reader);
+	Py_CLEAR(state->iterator);
+	Py_CLEAR(state->columns);
+	Py_CLEAR(state->sortkeys);
+	Py_CLEAR(state->handler);
+	shoal_rowmap_release(&state->map);
+}
+
+static bool
+exec_param_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Param) && ((Param *) node)->paramkind == PARAM_EXEC)
+		return true;
+	return expression_tree_walker(node, exec_param_walker, context);
+}
+
+static PyObject *
+build_sortkeys(List *private, Relation rel)
+{
+	PyObject   *keys;
+	ListCell   *lc;
+
+	if (private == NIL)
+		return NULL;
+	keys = PyList_New(0);
+	if (keys == NULL)
+		shoal_python_raise("building sort keys");
+	foreach(lc, private)
+	{
+		List	   *item = lfirst(lc);
+		AttrNumber	attnum = intVal(linitial(item));
+		char	   *coll = strVal(lfourth(item));
+		PyObject   *key;
+
+		key = PyObject_CallFunction(shoal_host_attr("SortKey"), "NiOON",
+									shoal_cstring_to_py(NameStr(TupleDescAttr(RelationGetDescr(rel),
+																			  attnum - 1)->attname)),
+									(int) attnum,
+									boolVal(lsecond(item)) ? Py_True : Py_False,
+									boolVal(lthird(item)) ? Py_True : Py_False,
+									coll[0] ? shoal_cstring_to_py(coll) : Py_NewRef(Py_None));
+		if (key == NULL || PyList_Append(keys, key) < 0)
+		{
+			Py_XDECREF(key);
+			Py_DECREF(keys);
+			shoal_python_raise("building sort keys");
+		}
+		Py_DECREF(key);
+	}
+	return keys;
+}
+
+/* The handler arguments after quals: columns, and sortkeys/limit only when pushed down. */
+static PyObject *
+scan_kwargs(ShoalScanState *state)
+{
+	PyObject   *kwargs = PyDict_New();
+
+	if (kwargs == NULL)
+		shoal_python_raise("building arguments");
+	if (state->sortkeys != NULL && PyDict_SetItemString(kwargs, "sortkeys", state->sortkeys) < 0)
+		shoal_python_raise("building arguments");
+	if (state->limit >= 0)
+	{
+		PyObject   *limit = PyLong_FromLong(state->limit);
+
+		if (limit == NULL || PyDict_SetItemString(kwargs, "limit", limit) < 0)
+			shoal_python_raise("building arguments");
+		Py_DECREF(limit);
+	}
+	return kwargs;
+}
+
+static void
+start_scan(ForeignScanState *node, ShoalScanState *state)
+{
+	ExprContext *econtext = node->ss.ps.ps_ExprContext;
+	Datum	   *values = palloc(sizeof(Datum) * (state->nparams + 1));
+	bool	   *nulls = palloc(sizeof(bool) * (state->nparams + 1));
+	MemoryContext old = MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
+	ListCell   *lc;
+	int			i = 0;
+	PyObject   *quals;
+	PyObject   *args;
+	PyObject   *kwargs;
+	PyObject   *result;
+
+	foreach(lc, state->param_states)
+	{
+		values[i] = ExecEvalExpr((ExprState *) lfirst(lc), econtext, &nulls[i]);
+		i++;
+	}
+	quals = shoal_quals_to_py(state->quals, node->ss.ss_currentRelation, values, nulls,
+							  state->param_types, state->nparams, state->exact);
+	MemoryContextSwitchTo(old);
+
+	args = Py_BuildValue("(NO)", quals, state->columns);
+	kwargs = scan_kwargs(state);
+	result = shoal_call_method_kw(state->handler, "execute", args, kwargs);
+	Py_DECREF(args);
+	Py_DECREF(kwargs);
+	state->iterator = PyObject_GetIter(result);
+	Py_DECREF(result);
+	if (state->iterator == NULL)
+		shoal_python_raise("execute must return an iterable");
+	state->started = true;
+	MemoryContextReset(econtext->ecxt_per_tuple_memory);
+}
+
+static void
+shoalBeginForeignScan(ForeignScanState *node, int eflags)
+{
+	ForeignScan *plan = (ForeignScan *) node->ss.ps.plan;
+	Relation	rel = node->ss.ss_currentRelation;
+	ShoalScanState *state = palloc0(sizeof(ShoalScanState));
+	List	   *private = plan->fdw_private;
+	ListCell   *lc;
+	int			i = 0;
+
+	node->fdw_state = state;
+	state->handler = Py_NewRef(shoal_handler_for(RelationGetRelid(rel)));
+	state->cleanup.func = release_scan;
+	state->cleanup.arg = state;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, &state->cleanup);
+
+	state->quals = shoal_quals_from_private(list_nth(private, SHOAL_PRIVATE_QUALS));
+	state->limit = intVal(list_nth(private, SHOAL_PRIVATE_LIMIT));
+	state->exact = intVal(list_nth(private, SHOAL_PRIVATE_EXACT)) != 0;
+	shoal_rowmap_init(&state->map, rel, list_nth(private, SHOAL_PRIVATE_COLUMNS));
+	state->columns = shoal_column_names(rel, list_nth(private, SHOAL_PRIVATE_COLUMNS));
+	state->sortkeys = build_sortkeys(list_nth(private, SHOAL_PRIVATE_SORTKEYS), rel);
+	shoal_binary_init(&state->reader);
+	state->tuple_cxt = AllocSetContextCreate(CurrentMemoryContext, "shoal scan tuple",
+											 ALLOCSET_DEFAULT_SIZES);
+
+	state->nparams = list_length(plan->fdw_exprs);
+	state->param_types = palloc(sizeof(Oid) * (state->nparams + 1));
+	foreach(lc, plan->fdw_exprs)
+		state->param_types[i++] = exprType(lfirst(lc));
+	state->param_states = ExecInitExprList(plan->fdw_exprs, (PlanState *) node);
+
+	if (eflags & EXEC_FLAG_EXPLAIN_ONLY)
+		return;
+	shoal_xact_touch(state->handler);
+	/* send the request now, unless it needs values an outer nested loop has not produced yet */
+	if (!exec_param_walker((Node *) plan->fdw_exprs, NULL))
+		start_scan(node, state);
+}
+
+static TupleTableSlot *
+shoalIterateForeignScan(ForeignScanState *node)
+{
+	ShoalScanState *state = node->fdw_state;
+	TupleTableSlot *slot = node->ss.ss_ScanTupleSlot;
+	MemoryContext old;
+
+	if (!state->started)
+		start_scan(node, state);
+	MemoryContextReset(state->tuple_cxt);
+	old = MemoryContextSwitchTo(state->tuple_cxt);
+	for (;;)
+	{
+		PyObject   *item;
+
+		if (shoal_binary_next(&state->reader, slot, state->map.io,
+							  state->map.nshort, state->map.short_map,
+							  state->map.nlong, state->map.long_map))
+			break;
+		if (state->reader.finished || state->iterator == NULL)
+		{
+			ExecClearTuple(slot);
+			break;
+		}
+		CHECK_FOR_INTERRUPTS();
+		item = PyIter_Next(state->iterator);
+		if (item == NULL)
+		{
+			if (PyErr_Occurred())
+				shoal_python_raise("execute");
+			if (state->reader.carry.len > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
+						 errmsg("binary tuple data from the handler ended inside a tuple")));
+			Py_CLEAR(state->iterator);
+			ExecClearTuple(slot);
+			break;
+		}
+		if (shoal_is_binary_chunk(item))
+		{
+			PG_TRY();
+			{
+				shoal_binary_feed(&state->reader, item);
+			}
+			PG_FINALLY();
+			{
+				Py_DECREF(item);
+			}
+			PG_END_TRY();
+			continue;
+		}
+		PG_TRY();
+		{
+			shoal_row_to_slot(&state->map, item, slot);
+		}
+		PG_FINALLY();
+		{
+			Py_DECREF(item);
+		}
+		PG_END_TRY();
+		break;
+	}
+	MemoryContextSwitchTo(old);
+	return slot;
+}
+
+static void
+shoalReScanForeignScan(ForeignScanState *node)
+{
+	ShoalScanState *state = node->fdw_state;
+
+	if (state->iterator != NULL && PyGen_Check(state->iterator))
+	{
+		PyObject   *r = PyObject_CallMethod(state->iterator, "close", NULL);
+
+		if (r == NULL)
+			shoal_python_raise("closing the scan");
+		Py_DECREF(r);
+	}
+	Py_CLEAR(state->iterator);
+	shoal_binary_release(&state->reader);
+	shoal_binary_init(&state->reader);
+	state->started = false;
+}
+
+static void
+shoalEndForeignScan(ForeignScanState *node)
+{
+	ShoalScanState *state = node->fdw_state;
+
+	if (state != NULL)
+		release_scan(state);
+}
+
+static void
+shoalExplainForeignScan(ForeignScanState *node, ExplainState *es)
+{
+	ShoalScanState *state = node->fdw_state;
+	Relation	rel = node->ss.ss_currentRelation;
+	PyObject   *quals;
+	PyObject   *args;
+	PyObject   *kwargs;
+	PyObject   *lines;
+	PyObject   *iter;
+	PyObject   *item;
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	foreach(lc, state->quals)
+	{
+		ShoalQual  *q = lfirst(lc);
+
+		if (q->kind == SHOAL_QUAL_OTHER && !state->exact)
+			continue;
+		if (buf.len > 0)
+			appendStringInfoString(&buf, " AND ");
+		appendStringInfoString(&buf, q->sql);
+	}
+	if (buf.len > 0)
+		ExplainPropertyText(state->exact ? "Pushed Filter" : "Filter Hints", buf.data, es);
+	if (state->sortkeys != NULL)
+	{
+		PyObject   *text = PyObject_CallFunction(shoal_host_attr("describe_sortkeys"), "O",
+												 state->sortkeys);
+
+		if (text == NULL)
+			shoal_python_raise("describing sort keys");
+		ExplainPropertyText("Pushed Sort", PyUnicode_AsUTF8(text), es);
+		Py_DECREF(text);
+	}
+	if (state->limit >= 0)
+		ExplainPropertyInteger("Pushed Limit", NULL, state->limit, es);
+
+	quals = shoal_quals_to_py(state->quals, rel, NULL, NULL, NULL, 0, state->exact);
+	args = Py_BuildValue("(NO)", quals, state->columns);
+	kwargs = scan_kwargs(state);
+	if (PyDict_SetItemString(kwargs, "verbose", es->verbose ? Py_True : Py_False) < 0)
+		shoal_python_raise("explain");
+	lines = shoal_call_method_kw(state->handler, "explain", args, kwargs);
+	Py_DECREF(args);
+	Py_DECREF(kwargs);
+	if (PyDict_Check(lines))
+	{
+		PyObject   *key;
+		PyObject   *value;
+		Py_ssize_t	pos = 0;
+
+		while (PyDict_Next(lines, &pos, &key, &value))
+		{
+			PyObject   *k = PyObject_Str(key);
+			PyObject   *v = PyObject_Str(value);
+
+			if (k && v)
+				ExplainPropertyText(PyUnicode_AsUTF8(k), PyUnicode_AsUTF8(v), es);
+			Py_XDECREF(k);
+			Py_XDECREF(v);
+		}
+		Py_DECREF(lines);
+		return;
+	}
+	iter = PyObject_GetIter(lines);
+	Py_DECREF(lines);
+	if (iter == NULL)
+		shoal_python_raise("explain must return lines or a mapping");
+	while ((item = PyIter_Next(iter)) != NULL)
+	{
+		PyObject   *s = PyObject_Str(item);
+
+		Py_DECREF(item);
+		if (s == NULL)
+			break;
+		ExplainPropertyText("Handler", PyUnicode_AsUTF8(s), es);
+		Py_DECREF(s);
+	}
+	Py_DECREF(iter);
+	if (PyErr_Occurred())
+		shoal_python_raise("explain");
+}
+
+void
+shoal_register_scan_callbacks(FdwRoutine *routine)
+{
+	routine->BeginForeignScan = shoalBeginForeignScan;
+	routine->IterateForeignScan = shoalIterateForeignScan;
+	routine->ReScanForeignScan = shoalReScanForeignScan;
+	routine->EndForeignScan = shoalEndForeignScan;
+	routine->ExplainForeignScan = shoalExplainForeignScan;
+}

@@ -1,0 +1,170 @@
+/*-------------------------------------------------------------------------
+ * shoal.h
+ *		Declarations shared by the files of the shoal extension.
+ *
+ * The extension is a thin C layer: it embeds CPython, hosts foreign-data
+ * wrappers written in Python, and does in C only what must be done in C
+ * (FDW callbacks, binary tuple decoding, deparsing with ruleutils).
+ *-------------------------------------------------------------------------
+ */
+#ifndef SHOAL_H
+#define SHOAL_H
+
+/* Python.h must come first: it defines feature macros the C library honours. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "postgres.h"
+
+#include "access/tupdesc.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "nodes/pathnodes.h"
+#include "nodes/plannodes.h"
+#include "nodes/primnodes.h"
+#include "utils/memutils.h"
+#include "utils/relcache.h"
+
+/* shoal.c: configuration */
+extern char *shoal_python_path;
+extern char *shoal_python_executable;
+
+/* pyhost.c: the embedded interpreter */
+extern void shoal_python_ensure(void);
+extern bool shoal_python_started(void);
+extern void shoal_python_raise(const char *context) pg_attribute_noreturn();
+extern void shoal_python_warn(const char *context);
+extern PyObject *shoal_import_attr(const char *module, const char *attr);
+extern PyObject *shoal_call_method(PyObject *obj, const char *method, PyObject *args);
+extern PyObject *shoal_call_method_kw(PyObject *obj, const char *method, PyObject *args, PyObject *kwargs);
+extern PyObject *shoal_host_attr(const char *attr);
+
+/* pgmodule.c: the `_shoal_pg` module that Python code calls back into */
+extern PyObject *PyInit__shoal_pg(void);
+extern void shoal_pgmodule_catch(MemoryContext oldcxt);
+extern bool shoal_pgmodule_error_pending(void);
+extern void shoal_pgmodule_rethrow(void) pg_attribute_noreturn();
+extern PyObject *shoal_exc_query_canceled;
+
+/* convert.c: values between PostgreSQL and Python */
+typedef struct ShoalTypeIO
+{
+	Oid			typoid;
+	int32		typmod;
+	Oid			typioparam;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	bool		fast_text;		/* text-like: converted without an input function */
+	FmgrInfo	infunc;			/* text input */
+	FmgrInfo	recvfunc;		/* binary receive */
+	bool		have_recv;
+} ShoalTypeIO;
+
+extern void shoal_typeio_init(ShoalTypeIO *io, Oid typoid, int32 typmod);
+extern PyObject *shoal_datum_to_py(Datum value, bool isnull, Oid typoid);
+extern Datum shoal_py_to_datum(PyObject *obj, ShoalTypeIO *io, bool *isnull);
+extern PyObject *shoal_cstring_to_py(const char *s);
+extern PyObject *shoal_options_to_py(List *options);
+
+/* binary.c: PostgreSQL binary COPY tuple data */
+typedef struct ShoalBinaryReader
+{
+	PyObject   *chunk;			/* current chunk, held while we read it */
+	Py_buffer	view;
+	bool		have_view;
+	Size		pos;
+	StringInfoData carry;		/* a tuple split across chunks */
+	StringInfoData field;		/* one field, NUL-terminated for receive functions */
+	bool		seen_header;
+	bool		finished;		/* the COPY trailer was read */
+} ShoalBinaryReader;
+
+extern void shoal_binary_init(ShoalBinaryReader *r);
+extern void shoal_binary_feed(ShoalBinaryReader *r, PyObject *chunk);
+extern bool shoal_binary_next(ShoalBinaryReader *r, TupleTableSlot *slot,
+							  ShoalTypeIO *io, int nfields_short, const AttrNumber *short_map,
+							  int nfields_long, const AttrNumber *long_map);
+extern void shoal_binary_release(ShoalBinaryReader *r);
+extern bool shoal_is_binary_chunk(PyObject *item);
+
+/* rows.c: Python rows and tuple slots */
+typedef struct ShoalRowMap
+{
+	int			natts;			/* of the relation, dropped columns included */
+	ShoalTypeIO *io;			/* per attribute, prepared for the columns used */
+	bool	   *io_ready;
+	int			nshort;			/* requested columns, in table order */
+	AttrNumber *short_map;
+	PyObject  **short_keys;		/* their names, for mapping rows */
+	int			nlong;			/* every live column; 0 where not requested */
+	AttrNumber *long_map;
+} ShoalRowMap;
+
+extern void shoal_rowmap_init(ShoalRowMap *map, Relation rel, List *attnums);
+extern void shoal_rowmap_prepare(ShoalRowMap *map, TupleDesc desc, AttrNumber attnum);
+extern void shoal_rowmap_release(ShoalRowMap *map);
+extern void shoal_row_to_slot(ShoalRowMap *map, PyObject *row, TupleTableSlot *slot);
+extern PyObject *shoal_slot_to_dict(TupleTableSlot *slot, List *attnums);
+
+/* handlers.c: one Python handler instance per foreign table */
+extern PyObject *shoal_handler_for(Oid relid);
+extern List *shoal_table_options(Oid relid);
+extern void shoal_handlers_init(void);
+extern PyObject *shoal_column_names(Relation rel, List *attnums);
+extern List *shoal_attnum_list(Bitmapset *attrs);
+
+/* quals.c: which clauses ship, as quals and SQL */
+typedef enum ShoalQualKind
+{
+	SHOAL_QUAL_OP,				/* column op value */
+	SHOAL_QUAL_ANY,				/* column op ANY(array) */
+	SHOAL_QUAL_ALL,				/* column op ALL(array) */
+	SHOAL_QUAL_ISNULL,
+	SHOAL_QUAL_NOTNULL,
+	SHOAL_QUAL_BOOL,			/* bare boolean column, or NOT column */
+	SHOAL_QUAL_OTHER			/* shippable, not of a simple form: SQL only */
+} ShoalQualKind;
+
+typedef struct ShoalQual
+{
+	ShoalQualKind kind;
+	AttrNumber	attnum;			/* the column, for the simple kinds */
+	char	   *opname;			/* operator name, for OP/ANY/ALL */
+	Node	   *value;			/* Const, or Integer: 1-based index into the scan's params */
+	bool		boolval;		/* for SHOAL_QUAL_BOOL */
+	char	   *sql;			/* the clause deparsed, with $n for params */
+} ShoalQual;
+
+extern ShoalQual *shoal_classify_clause(PlannerInfo *root, RelOptInfo *baserel, Expr *clause,
+										List **params);
+extern List *shoal_quals_to_private(List *quals);
+extern List *shoal_quals_from_private(List *private);
+extern PyObject *shoal_quals_to_py(List *quals, Relation rel, Datum *paramvals, bool *paramnulls,
+								   Oid *paramtypes, int nparams, bool with_sql_only);
+
+/* plan.c, scan.c, modify.c: FDW callbacks */
+extern void shoalGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid);
+extern void shoalGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid);
+extern ForeignScan *shoalGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
+										ForeignPath *best_path, List *tlist, List *scan_clauses,
+										Plan *outer_plan);
+extern void shoal_register_scan_callbacks(struct FdwRoutine *routine);
+extern void shoal_register_modify_callbacks(struct FdwRoutine *routine);
+
+/* fdw_private of a ForeignScan, by position */
+enum ShoalScanPrivate
+{
+	SHOAL_PRIVATE_COLUMNS,		/* Integer list: attnums to fetch, in table order */
+	SHOAL_PRIVATE_QUALS,		/* quals, see shoal_quals_to_private */
+	SHOAL_PRIVATE_SORTKEYS,		/* list of (attnum, reversed, nulls_first, collation) */
+	SHOAL_PRIVATE_LIMIT,		/* Integer, -1 for none */
+	SHOAL_PRIVATE_EXACT			/* Integer: handler enforces the quals */
+};
+
+/* xact.c: transaction callbacks reach the handlers a transaction used */
+extern void shoal_xact_init(void);
+extern void shoal_xact_touch(PyObject *handler);
+extern char *shoal_prepare_gid;
+
+#endif							/* SHOAL_H */

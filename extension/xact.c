@@ -1,0 +1,158 @@
+/*-------------------------------------------------------------------------
+ * xact.c
+ *		Transaction callbacks, delivered to the handlers a transaction used.
+ *
+ * A handler joins the transaction when a scan or modification of its table
+ * starts (begin), and hears of savepoints, pre-commit, commit, abort and
+ * the two phases of PREPARE TRANSACTION.  Errors before the commit point
+ * abort the transaction; errors after it can only be logged.
+ *-------------------------------------------------------------------------
+ */
+#include "shoal.h"
+
+#include "access/xact.h"
+
+char	   *shoal_prepare_gid = NULL;
+
+/* Python list of the handlers this transaction used, or NULL. */
+static PyObject *participants = NULL;
+
+void
+shoal_xact_touch(PyObject *handler)
+{
+	PyObject   *result;
+	int			found;
+
+	if (participants == NULL)
+	{
+		participants = PyList_New(0);
+		if (participants == NULL)
+			shoal_python_raise("starting a transaction");
+	}
+	found = PySequence_Contains(participants, handler);
+	if (found < 0)
+		shoal_python_raise("starting a transaction");
+	if (found)
+		return;
+	if (PyList_Append(participants, handler) < 0)
+		shoal_python_raise("starting a transaction");
+	result = shoal_call_method(handler, "begin",
+							   Py_BuildValue("(O)", IsolationUsesXactSnapshot() ? Py_True : Py_False));
+	Py_DECREF(result);
+}
+
+/*
+ * Call method on every participant.  must_succeed: a failure is an ERROR
+ * (before the commit point); otherwise a WARNING, and the others still
+ * hear of it.
+ */
+static void
+notify(const char *method, PyObject *args, bool must_succeed)
+{
+	PyObject   *list = participants;
+
+	if (list == NULL)
+	{
+		Py_XDECREF(args);
+		return;
+	}
+	for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++)
+	{
+		PyObject   *handler = PyList_GET_ITEM(list, i);
+		PyObject   *callable = PyObject_GetAttrString(handler, method);
+		PyObject   *result = NULL;
+
+		if (callable != NULL)
+		{
+			result = args ? PyObject_Call(callable, args, NULL) : PyObject_CallNoArgs(callable);
+			Py_DECREF(callable);
+		}
+		if (result == NULL)
+		{
+			Py_XDECREF(args);
+			if (must_succeed)
+				shoal_python_raise(method);
+			shoal_python_warn(method);
+			continue;
+		}
+		Py_DECREF(result);
+	}
+	Py_XDECREF(args);
+}
+
+static void
+forget_participants(void)
+{
+	Py_CLEAR(participants);
+}
+
+static PyObject *
+gid_args(void)
+{
+	if (shoal_prepare_gid != NULL)
+		return Py_BuildValue("(s)", shoal_prepare_gid);
+	return Py_BuildValue("(O)", Py_None);
+}
+
+static void
+xact_callback(XactEvent event, void *arg)
+{
+	if (participants == NULL)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+			notify("pre_commit", NULL, true);
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			notify("pre_prepare", gid_args(), true);
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			notify("commit", NULL, false);
+			forget_participants();
+			break;
+		case XACT_EVENT_PREPARE:
+			notify("prepare", gid_args(), false);
+			forget_participants();
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			notify("rollback", NULL, false);
+			forget_participants();
+			break;
+	}
+}
+
+static void
+subxact_callback(SubXactEvent event, SubTransactionId mySubid, SubTransactionId parentSubid,
+				 void *arg)
+{
+	int			level;
+
+	if (participants == NULL)
+		return;
+	level = GetCurrentTransactionNestLevel();
+	switch (event)
+	{
+		case SUBXACT_EVENT_START_SUB:
+			notify("sub_begin", Py_BuildValue("(i)", level), true);
+			break;
+		case SUBXACT_EVENT_COMMIT_SUB:
+			notify("sub_commit", Py_BuildValue("(i)", level), false);
+			break;
+		case SUBXACT_EVENT_ABORT_SUB:
+			notify("sub_rollback", Py_BuildValue("(i)", level), false);
+			break;
+		case SUBXACT_EVENT_PRE_COMMIT_SUB:
+			break;
+	}
+}
+
+void
+shoal_xact_init(void)
+{
+	RegisterXactCallback(xact_callback, NULL);
+	RegisterSubXactCallback(subxact_callback, NULL);
+}
