@@ -1,0 +1,218 @@
+"""shoal.cluster and shoal.osuser against real PostgreSQL 15 servers: up, idempotence, down, status,
+growing, destroy, and the failures a user can run into.
+
+Under `make test` these run as the unprivileged user that runs the servers, so the "not root" code path
+is the one exercised here (`make demo` exercises the root one). Ports 56200-56299 belong to this file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shoal import osuser
+from shoal.cluster import Cluster, Node, ResultTable, _partition_summary, port_in_use
+from shoal.errors import ShoalError
+
+
+@pytest.fixture
+def cluster_dir() -> Iterator[Path]:
+    """A cluster directory that does not exist yet, with a short path (Unix socket paths are limited to
+    107 bytes and pytest's tmp_path can be long). Whatever cluster is in it is destroyed afterwards."""
+    parent = Path(tempfile.mkdtemp(prefix="shoal-t-"))
+    directory = parent / "c"
+    try:
+        yield directory
+    finally:
+        try:
+            with contextlib.suppress(ShoalError):  # e.g. a test left foreign files, not a cluster
+                Cluster(directory).destroy()
+        finally:
+            shutil.rmtree(parent, ignore_errors=True)
+
+
+def _sql(node: Node, query: str) -> list[tuple]:
+    with psycopg.connect(node.conninfo, autocommit=True) as conn:
+        cur = conn.execute(query)
+        return list(cur.fetchall()) if cur.description else []
+
+
+def _listener(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+def test_up_starts_nodes_with_the_extension(cluster_dir: Path) -> None:
+    steps: list[str] = []
+    nodes = Cluster(cluster_dir).up(nodes=2, port=56201, progress=steps.append)
+
+    assert [(n.name, n.port) for n in nodes] == [("n1", 56201), ("n2", 56202)]
+    assert any("initdb n1" in s for s in steps) and any("starting n2" in s for s in steps)
+    for node in nodes:
+        assert node.conninfo == f"host=127.0.0.1 port={node.port} dbname=postgres user=postgres"
+        settings = dict(_sql(node, "SELECT name, setting FROM pg_settings WHERE name IN "
+                                   "('shared_preload_libraries', 'port', 'listen_addresses', "
+                                   "'max_prepared_transactions', 'unix_socket_directories')"))
+        assert settings == {
+            "shared_preload_libraries": "shoal",
+            "port": str(node.port),
+            "listen_addresses": "127.0.0.1",
+            "max_prepared_transactions": "64",
+            "unix_socket_directories": str(cluster_dir / node.name),
+        }
+        assert _sql(node, "SELECT extname FROM pg_extension WHERE extname = 'shoal'") == [("shoal",)]
+        assert _sql(node, "SELECT current_user") == [("postgres",)]
+        # every node knows every node
+        assert {r[0] for r in _sql(node, "SELECT name FROM shoal.nodes")} == {"n1", "n2"}
+        assert (cluster_dir / node.name / f".s.PGSQL.{node.port}").is_socket()
+        assert (cluster_dir / node.name / "server.log").is_file()
+
+
+def test_up_twice_is_idempotent(cluster_dir: Path) -> None:
+    cluster = Cluster(cluster_dir)
+    first = cluster.up(nodes=2, port=56211)
+    pids = [cluster.pid(n) for n in first]
+
+    steps: list[str] = []
+    again = Cluster(cluster_dir).up(progress=steps.append)  # no options: the recorded cluster
+
+    assert again == first
+    assert [cluster.pid(n) for n in again] == pids
+    assert steps == []  # nothing to create, start or register
+    assert Cluster(cluster_dir).up(nodes=2, port=56211) == first  # same options are fine too
+    for node in first:
+        assert len(_sql(node, "SELECT name FROM shoal.nodes")) == 2  # nobody registered twice
+
+
+def test_up_refuses_to_change_ports_or_shrink(cluster_dir: Path) -> None:
+    Cluster(cluster_dir).up(nodes=2, port=56221)
+    with pytest.raises(ShoalError, match="already uses ports from 56221"):
+        Cluster(cluster_dir).up(port=56225)
+    with pytest.raises(ShoalError, match="does not remove nodes"):
+        Cluster(cluster_dir).up(nodes=1)
+
+
+def test_up_grows_the_cluster(cluster_dir: Path) -> None:
+    Cluster(cluster_dir).up(nodes=1, port=56231)
+    nodes = Cluster(cluster_dir).up(nodes=2)
+    assert [n.port for n in nodes] == [56231, 56232]
+    for node in nodes:
+        assert {r[0] for r in _sql(node, "SELECT name FROM shoal.nodes")} == {"n1", "n2"}
+
+
+def test_down_then_up_keeps_data(cluster_dir: Path) -> None:
+    cluster = Cluster(cluster_dir)
+    nodes = cluster.up(nodes=2, port=56241)
+    _sql(nodes[0], "CREATE TABLE kept AS SELECT 42 AS answer")
+
+    steps: list[str] = []
+    cluster.down(progress=steps.append)
+    assert steps == ["stopping n1", "stopping n2"]
+    assert all(cluster.pid(n) is None for n in nodes)
+    assert not any(port_in_use(n.port) for n in nodes)
+
+    cluster.down(progress=steps.append)  # stopping a stopped cluster is harmless
+    assert steps[-2:] == ["n1 is not running", "n2 is not running"]
+
+    Cluster(cluster_dir).up()
+    assert _sql(nodes[0], "SELECT answer FROM kept") == [(42,)]
+    assert all(cluster.pid(n) is not None for n in nodes)
+
+
+def test_status(cluster_dir: Path) -> None:
+    cluster = Cluster(cluster_dir)
+    nodes = cluster.up(nodes=2, port=56251)
+
+    status = cluster.status()
+    assert status.directory == cluster_dir
+    assert status.service_user == osuser.current_user()
+    assert [(s.node, s.accepting, s.members) for s in status.nodes] == [(n, True, 2) for n in nodes]
+    assert all(s.pid == cluster.pid(s.node) and s.pid for s in status.nodes)
+    # partitions and multiplexers: shown when the extension has the views, otherwise a note says so
+    assert (status.partitions is not None) or any("shoal.partitions" in n for n in status.notes)
+    assert (status.multiplexers is not None) or any("shoal.mux_stats" in n for n in status.notes)
+
+    cluster.down()
+    status = cluster.status()
+    assert [(s.accepting, s.pid) for s in status.nodes] == [(False, None), (False, None)]
+    assert status.partitions is None and status.multiplexers is None
+    assert any("no node is running" in n for n in status.notes)
+
+
+def test_destroy_removes_the_directory(cluster_dir: Path) -> None:
+    cluster = Cluster(cluster_dir)
+    nodes = cluster.up(nodes=2, port=56261)
+    assert cluster.destroy() is True
+    assert not cluster_dir.exists()
+    assert not any(port_in_use(n.port) for n in nodes)
+    assert Cluster(cluster_dir).destroy() is False  # nothing left: harmless
+
+
+def test_destroy_keeps_what_shoal_did_not_create(cluster_dir: Path) -> None:
+    cluster = Cluster(cluster_dir)
+    cluster.up(nodes=1, port=56265)
+    (cluster_dir / "notes.txt").write_text("mine")
+    cluster.destroy()
+    assert [p.name for p in cluster_dir.iterdir()] == ["notes.txt"]
+
+
+def test_port_in_use_fails_before_creating_anything(cluster_dir: Path) -> None:
+    with _listener(56272):
+        with pytest.raises(ShoalError, match=r"port 56272 on 127\.0\.0\.1 \(node n2\) is already in use"):
+            Cluster(cluster_dir).up(nodes=2, port=56271)
+    assert not cluster_dir.exists()
+
+
+def test_refuses_a_directory_holding_something_else(cluster_dir: Path) -> None:
+    cluster_dir.mkdir()
+    (cluster_dir / "precious").write_text("do not touch")
+    with pytest.raises(ShoalError, match="not empty and holds no shoal cluster"):
+        Cluster(cluster_dir).up(nodes=1, port=56275)
+    with pytest.raises(ShoalError, match="no shoal cluster"):
+        Cluster(cluster_dir).destroy()
+    assert (cluster_dir / "precious").read_text() == "do not touch"
+
+
+def test_a_node_that_cannot_start_reports_the_server_reason(cluster_dir: Path) -> None:
+    cluster = Cluster(cluster_dir)
+    nodes = cluster.up(nodes=1, port=56281)
+    cluster.down()
+    with (cluster.data_dir(nodes[0]) / "postgresql.auto.conf").open("a") as f:
+        f.write("max_connections = 'many'\n")
+    with pytest.raises(ShoalError) as failure:
+        cluster.up()
+    assert failure.value.message.startswith("node n1 did not start: ")
+    assert 'invalid value for parameter "max_connections": "many"' in failure.value.message
+    assert failure.value.hint == f"see {cluster.log_file(nodes[0])}"
+
+
+def test_service_user_is_the_invoking_user_unless_root() -> None:
+    if osuser.is_root():
+        assert osuser.service_user(create=False) in (osuser.PREFERRED_USER, osuser.FALLBACK_USER)
+    else:
+        me = osuser.current_user()
+        assert osuser.service_user() == me
+        assert osuser.as_user_argv(me, ["true"]) == ["true"]
+        assert osuser.run_as(me, ["id", "-un"]).stdout.strip() == me
+        with pytest.raises(ShoalError, match="run as OS user 'someone-else'") as failure:
+            osuser.as_user_argv("someone-else", ["true"])
+        assert failure.value.hint == "run shoal as 'someone-else' or as root"
+
+
+def test_partition_summary_counts_partitions_and_tables_per_node() -> None:
+    view = ResultTable(["relation", "partition", "node", "local"],
+                       [("t", "t_p0", "n1", True), ("t", "t_p1", "n2", False),
+                        ("u", "u_p0", "n1", True), ("t", "t_p2", "n1", True)])
+    assert _partition_summary(view) == ResultTable(["node", "partitions", "tables"],
+                                                   [("n1", 3, 2), ("n2", 1, 1)])
+    assert _partition_summary(ResultTable(["x"], [(1,), (2,)])) == ResultTable(["partitions"], [(2,)])
