@@ -11,6 +11,7 @@
  */
 #include "shoal.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -294,7 +295,16 @@ pg_query(PyObject *self, PyObject *args)
 	return result;
 }
 
+/* nest_level(): the transaction's nesting depth (1 outside savepoints, 0 outside a transaction). */
+static PyObject *
+pg_nest_level(PyObject *self, PyObject *unused)
+{
+	return PyLong_FromLong(GetCurrentTransactionNestLevel());
+}
+
 static PyMethodDef pg_methods[] = {
+	{"nest_level", pg_nest_level, METH_NOARGS,
+	"The current transaction nesting level (savepoints add one each)."},
 	{"check_interrupts", pg_check_interrupts, METH_NOARGS,
 	"Raise QueryCanceled if the backend has a cancel or termination pending."},
 	{"wait", (PyCFunction) (void (*) (void)) pg_wait, METH_VARARGS | METH_KEYWORDS,

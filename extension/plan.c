@@ -81,7 +81,9 @@ collect_attrs(Bitmapset **attrs, Node *expr, Index relid)
 	{
 		AttrNumber	attnum = x + FirstLowInvalidHeapAttributeNumber;
 
-		*attrs = bms_add_member(*attrs, attnum);
+		/* system columns (tableoid...) are the executor's business, not the handler's */
+		if (attnum >= 0)
+			*attrs = bms_add_member(*attrs, attnum);
 	}
 }
 

@@ -403,17 +403,17 @@ qual_value(ShoalQual *q, Datum *paramvals, bool *paramnulls, Oid *paramtypes, in
 
 		if (paramvals == NULL || index < 1 || index > nparams)
 		{
-			*known = false;
-			Py_RETURN_NONE;
+			/* planning or EXPLAIN: the value is known only when the scan runs */
+			return PyObject_CallFunction(shoal_host_attr("ParamValue"), "i", index);
 		}
 		return shoal_datum_to_py(paramvals[index - 1], paramnulls[index - 1], paramtypes[index - 1]);
 	}
 }
 
 /*
- * The Python Quals for a scan.  Without parameter values (at planning),
- * quals whose value is a parameter are left out.  Quals that only have SQL
- * are included when with_sql_only.
+ * The Python Quals for a scan.  Without parameter values (at planning and
+ * in EXPLAIN), a value known only at run time is a ParamValue.  Quals that
+ * only have SQL are included when with_sql_only.
  */
 PyObject *
 shoal_quals_to_py(List *quals, Relation rel, Datum *paramvals, bool *paramnulls,

@@ -6,11 +6,12 @@ home; the binary fast path, exact quals and the two-phase hooks are shoal's addi
 """
 
 from shoal.fdw.handler import ForeignDataWrapper
-from shoal.fdw.quals import ColumnDefinition, Qual, Quals, SortKey
+from shoal.fdw.quals import ColumnDefinition, ParamValue, Qual, Quals, SortKey
 
 __all__ = [
     "ColumnDefinition",
     "ForeignDataWrapper",
+    "ParamValue",
     "Qual",
     "Quals",
     "SortKey",

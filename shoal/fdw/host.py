@@ -13,9 +13,10 @@ from typing import Any
 from shoal.fdw.convert import from_binary, from_text, to_text
 from shoal.fdw.handler import ForeignDataWrapper
 from shoal.fdw.options import resolve_wrapper, validate_options
-from shoal.fdw.quals import ColumnDefinition, Qual, Quals, SortKey
+from shoal.fdw.quals import ColumnDefinition, ParamValue, Qual, Quals, SortKey
 
 __all__ = [
+    "ParamValue",
     "Qual",
     "Quals",
     "SortKey",

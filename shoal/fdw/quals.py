@@ -73,6 +73,14 @@ class Quals(list):
 
 
 @dataclass(slots=True, frozen=True)
+class ParamValue:
+    """The value of a qual at planning time (and in EXPLAIN) when it is known only at run time:
+    a parameter of a prepared statement or the outer side of a nested loop (``$index``)."""
+
+    index: int
+
+
+@dataclass(slots=True, frozen=True)
 class SortKey:
     """One key of the order the query wants, as in Multicorn."""
 

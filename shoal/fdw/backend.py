@@ -1,0 +1,48 @@
+"""The backend hosting this interpreter, as Python sees it (the extension's ``_shoal_pg`` module).
+
+Importable outside a server too (for unit tests and tools); calls then fail with a clear error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    import _shoal_pg as _pg
+except ImportError:  # not inside a PostgreSQL backend
+    _pg = None
+
+
+class NotInBackend(RuntimeError):
+    """Raised when backend services are used outside a PostgreSQL backend."""
+
+
+def _require() -> Any:
+    if _pg is None:
+        raise NotInBackend("this needs the shoal extension's embedded interpreter")
+    return _pg
+
+
+def query(sql: str, *args: Any) -> list[tuple]:
+    """Run SQL through SPI with text arguments; rows as tuples of Python values."""
+    return _require().query(sql, *args)
+
+
+def nest_level() -> int:
+    """The local transaction's nesting level (1 outside savepoints)."""
+    return _require().nest_level()
+
+
+def wait(fd: int = -1, timeout: float | None = None, write: bool = False) -> bool:
+    """Sleep on the backend's latch and optionally a socket; cancel and timeouts interrupt it."""
+    return _require().wait(fd, timeout, write)
+
+
+def check_interrupts() -> None:
+    """Raise QueryCanceled if the backend has a cancel or termination pending."""
+    _require().check_interrupts()
+
+
+def log(level: str, message: str) -> None:
+    """Write to the server log (debug, log, info, notice or warning)."""
+    _require().log(level, message)
