@@ -297,45 +297,42 @@ fetch_python_error(PythonError *err)
 		err->canceled = true;
 	else
 	{
-		PyObject   *formatted = NULL;
-		const char *tname = ((PyTypeObject *) type)->tp_name;
-		char	   *msg = py_str_to_cstring(value);
-		PyObject   *attr;
+		/* Python decides how an exception reads as an ERROR (shoal.fdw.host.describe_exception). */
+		PyObject   *host = PyImport_ImportModule("shoal.fdw.host");
+		PyObject   *described = host ? PyObject_CallMethod(host, "describe_exception", "O",
+														   value ? value : Py_None) : NULL;
+		PyObject   *message, *sqlstate, *detail, *hint;
 
-		err->message = (msg && msg[0]) ? psprintf("%s: %s", tname, msg) : pstrdup(tname);
-
-		if (value != NULL && (attr = PyObject_GetAttrString(value, "sqlstate")) != NULL)
+		if (described != NULL && PyTuple_Check(described) && PyTuple_GET_SIZE(described) == 4)
 		{
-			const char *code = PyUnicode_Check(attr) ? PyUnicode_AsUTF8(attr) : NULL;
+			message = PyTuple_GET_ITEM(described, 0);
+			sqlstate = PyTuple_GET_ITEM(described, 1);
+			detail = PyTuple_GET_ITEM(described, 2);
+			hint = PyTuple_GET_ITEM(described, 3);
+			err->message = py_str_to_cstring(message);
+			if (sqlstate != Py_None)
+			{
+				const char *code = PyUnicode_Check(sqlstate) ? PyUnicode_AsUTF8(sqlstate) : NULL;
 
-			if (code && strlen(code) == 5)
-				err->sqlerrcode = MAKE_SQLSTATE(code[0], code[1], code[2], code[3], code[4]);
-			Py_DECREF(attr);
+				if (code && strlen(code) == 5)
+					err->sqlerrcode = MAKE_SQLSTATE(code[0], code[1], code[2], code[3], code[4]);
+			}
+			err->detail = detail != Py_None ? py_str_to_cstring(detail) : NULL;
+			err->hint = hint != Py_None ? py_str_to_cstring(hint) : NULL;
 		}
+		else
+		{
+			/* describing failed (the host module itself is broken): say what we can */
+			char	   *msg = py_str_to_cstring(value);
+			const char *tname = ((PyTypeObject *) type)->tp_name;
+
+			err->message = (msg && msg[0]) ? psprintf("%s: %s", tname, msg) : pstrdup(tname);
+		}
+		if (err->message == NULL)
+			err->message = pstrdup(((PyTypeObject *) type)->tp_name);
+		Py_XDECREF(described);
+		Py_XDECREF(host);
 		PyErr_Clear();
-		if (value != NULL && (attr = PyObject_GetAttrString(value, "hint")) != NULL)
-		{
-			if (attr != Py_None)
-				err->hint = py_str_to_cstring(attr);
-			Py_DECREF(attr);
-		}
-		PyErr_Clear();
-
-		if (tb != NULL)
-		{
-			PyObject   *tbmod = PyImport_ImportModule("traceback");
-			PyObject   *lines = tbmod ? PyObject_CallMethod(tbmod, "format_exception", "O", value) : NULL;
-			PyObject   *sep = PyUnicode_FromString("");
-
-			if (lines != NULL && sep != NULL)
-				formatted = PyUnicode_Join(sep, lines);
-			err->detail = formatted ? py_str_to_cstring(formatted) : NULL;
-			Py_XDECREF(formatted);
-			Py_XDECREF(lines);
-			Py_XDECREF(sep);
-			Py_XDECREF(tbmod);
-			PyErr_Clear();
-		}
 	}
 	Py_XDECREF(type);
 	Py_XDECREF(value);

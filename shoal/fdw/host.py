@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import signal
+import traceback
 from typing import Any
 
 from shoal.fdw.convert import from_binary, from_text, to_text
@@ -21,6 +22,7 @@ __all__ = [
     "Quals",
     "SortKey",
     "create_handler",
+    "describe_exception",
     "describe_sortkeys",
     "from_binary",
     "from_text",
@@ -41,6 +43,25 @@ def create_handler(relid: int, options: dict[str, str], columns: list[tuple]) ->
     handler = cls(handler_options, coldefs)
     handler.relid = relid
     return handler
+
+
+def describe_exception(exc: BaseException) -> tuple[str, str | None, str | None, str | None]:
+    """(message, SQLSTATE, detail, hint) of the ERROR that a handler's exception becomes.
+
+    An exception with a SQLSTATE is an intended SQL error, shoal's own (bad options, an unknown
+    node) or a remote node's (a psycopg error): it reads as that error, without a traceback.  Any
+    other exception is a bug somewhere in Python: its type, message and traceback are shown.
+    """
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and len(sqlstate) == 5:
+        diag = getattr(exc, "diag", None)
+        message = getattr(diag, "message_primary", None) or str(exc) or type(exc).__name__
+        detail = getattr(diag, "message_detail", None) or getattr(exc, "detail", None)
+        hint = getattr(diag, "message_hint", None) or getattr(exc, "hint", None)
+        return message, sqlstate, detail, hint
+    text = str(exc)
+    message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return message, None, "".join(traceback.format_exception(exc)), getattr(exc, "hint", None)
 
 
 def describe_sortkeys(sortkeys: list[SortKey]) -> str:

@@ -161,9 +161,9 @@ class Peer:
         # A cancel or a lost connection leaves the session in an unknown state: start afresh.
         try:
             yield
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
             self.close()
-            raise
+            raise PeerError(f'lost the connection to node "{self.node}": {exc}'.strip()) from exc
         except BaseException as exc:
             if not isinstance(exc, psycopg.Error):
                 self.close()

@@ -146,8 +146,14 @@ class RemotePartition(ForeignDataWrapper):
         sql = remote_sql.insert_sql(
             self._table_sql(), self._remote_columns(names), returning=self._remote_columns(everything)
         )
-        row = node.execute(sql, [values[n] for n in names])[0]
+        row = node.execute(sql, self._as_text(values, names))[0]
         return dict(zip(everything, row, strict=True))
+
+    def _as_text(self, values: dict[str, Any], names: list[str]) -> list[str | None]:
+        """Values in their types' input syntax: the remote parses them as the local server would."""
+        return [
+            None if values[n] is None else to_text(values[n], self.columns[n].type_oid) for n in names
+        ]
 
     def bulk_insert(self, rows: list[dict[str, Any]]) -> None:
         self._pending.extend(rows)
@@ -168,7 +174,7 @@ class RemotePartition(ForeignDataWrapper):
         with node._guard(), node.conn.cursor() as cur:
             with cur.copy(remote_sql.copy_from_sql(self._table_sql(), self._remote_columns(names))) as copy:
                 for row in rows:
-                    copy.write_row([row[n] for n in names])
+                    copy.write_row(self._as_text(row, names))
 
     # -- transactions -------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Benchmarks of shoal (run as scripts; not part of the installed package)."""

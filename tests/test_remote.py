@@ -1,0 +1,223 @@
+"""shoal.fdw.remote: foreign partitions on another shoal node, end to end on a real 2-node cluster.
+
+A DBA-declared layout, as in the contract: `t` is hash-partitioned on n1, partition 0 is local and
+partition 1 is a shoal_fdw foreign table on n2.  Ports 56300-56399 belong to this file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shoal.cluster import Cluster, Node
+from shoal.pgbin import pg_bin
+
+SCHEMA_N2 = """
+CREATE TABLE t_p1 (id int PRIMARY KEY, name text, amount numeric(20,6), at timestamptz,
+                   tags text[], doc jsonb);
+CREATE VIEW slow AS SELECT t_p1.* FROM t_p1, pg_sleep(30);
+"""
+
+SCHEMA_N1 = """
+CREATE TABLE t (id int, name text, amount numeric(20,6), at timestamptz, tags text[], doc jsonb)
+    PARTITION BY HASH (id);
+CREATE TABLE t_p0 PARTITION OF t FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE SERVER n2 FOREIGN DATA WRAPPER shoal_fdw OPTIONS (node 'n2');
+CREATE FOREIGN TABLE t_p1 PARTITION OF t FOR VALUES WITH (MODULUS 2, REMAINDER 1)
+    SERVER n2 OPTIONS (table_name 't_p1');
+CREATE FOREIGN TABLE slow (id int, name text, amount numeric(20,6), at timestamptz, tags text[],
+    doc jsonb) SERVER n2 OPTIONS (table_name 'slow');
+-- the same rows in a plain local table, to compare answers with
+CREATE TABLE expected (LIKE t);
+"""
+
+ROWS = [
+    (i, f"name {i} é", Decimal(i) / 7 if i % 5 else None, f"2024-01-{1 + i % 28:02d} 10:00:00+02",
+     ["a", f"b{i}"] if i % 3 else None, {"i": i, "even": i % 2 == 0})
+    for i in range(1, 201)
+]
+
+
+@pytest.fixture(scope="module")
+def nodes() -> Iterator[tuple[Node, Node]]:
+    parent = Path(tempfile.mkdtemp(prefix="shoal-r-"))
+    cluster = Cluster(parent / "c")
+    try:
+        n1, n2 = cluster.up(nodes=2, port=56301)
+        with psycopg.connect(n2.conninfo, autocommit=True) as conn:
+            conn.execute(SCHEMA_N2)
+        with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+            conn.execute(SCHEMA_N1)
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO t VALUES (%s, %s, %s, %s, %s, %s::jsonb)",
+                                [(*r[:5], psycopg.types.json.Jsonb(r[5])) for r in ROWS])
+                cur.execute("INSERT INTO expected SELECT * FROM t")
+        yield n1, n2
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.destroy()
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def rows(node: Node, query: str, params: tuple = ()) -> list[tuple]:
+    with psycopg.connect(node.conninfo, autocommit=True) as conn:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+def remote_count(n2: Node) -> int:
+    return rows(n2, "SELECT count(*) FROM t_p1")[0][0]
+
+
+def test_rows_are_split_between_the_nodes(nodes: tuple[Node, Node]) -> None:
+    n1, n2 = nodes
+    local = rows(n1, "SELECT count(*) FROM t_p0")[0][0]
+    assert 0 < remote_count(n2) < len(ROWS)
+    assert local + remote_count(n2) == len(ROWS)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM {t} ORDER BY id",
+        "SELECT count(*), sum(amount), max(at), min(name) FROM {t}",
+        "SELECT id, tags, doc FROM {t} WHERE id IN (3, 5, 8, 13) ORDER BY id",
+        "SELECT id FROM {t} WHERE amount > 10 AND name LIKE 'name 1%%' ORDER BY id",
+        "SELECT id, doc->>'even' FROM {t} WHERE doc @> '{{\"even\": true}}' ORDER BY id LIMIT 5",
+        "SELECT id FROM {t} WHERE amount IS NULL ORDER BY id",
+        "SELECT id, name FROM {t} ORDER BY name DESC LIMIT 7",
+    ],
+)
+def test_answers_equal_a_local_table(nodes: tuple[Node, Node], query: str) -> None:
+    n1, _ = nodes
+    assert rows(n1, query.format(t="t")) == rows(n1, query.format(t="expected"))
+
+
+def test_explain_shows_the_remote_sql(nodes: tuple[Node, Node]) -> None:
+    n1, _ = nodes
+    plan = "\n".join(r[0] for r in rows(n1, "EXPLAIN (VERBOSE) SELECT id, name FROM t WHERE id = 3"))
+    assert 'Remote SQL: SELECT "id", "name" FROM "public"."t_p1" WHERE ((id = 3))' in plan
+    plan = "\n".join(r[0] for r in rows(n1, "EXPLAIN SELECT id FROM t ORDER BY id LIMIT 3"))
+    assert 'ORDER BY "id" ASC NULLS LAST LIMIT 3' in plan
+
+
+def test_generic_plan_pushes_the_parameter(nodes: tuple[Node, Node]) -> None:
+    n1, _ = nodes
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute("PREPARE q(int) AS SELECT id, name FROM t WHERE id = $1")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN EXECUTE q(3)"))
+        assert "WHERE ((id = $1))" in plan and "Subplans Removed: 1" in plan
+        for i in (1, 3, 7, 9):
+            assert conn.execute(f"EXECUTE q({i})").fetchall() == [(i, f"name {i} é")]
+
+
+def test_insert_commit_and_rollback_reach_the_remote_node(nodes: tuple[Node, Node]) -> None:
+    n1, n2 = nodes
+    before = remote_count(n2)
+    with psycopg.connect(n1.conninfo) as conn:
+        conn.execute("INSERT INTO t (id, name) SELECT i, 'rolled back' FROM generate_series(1001, 1100) i")
+        conn.rollback()
+    assert remote_count(n2) == before
+    with psycopg.connect(n1.conninfo) as conn:
+        got = conn.execute("INSERT INTO t (id, name) VALUES (1001, 'kept') RETURNING id, name").fetchall()
+        conn.execute("INSERT INTO t (id, name) SELECT i, 'kept' FROM generate_series(1002, 1100) i")
+        assert got == [(1001, "kept")]
+    assert rows(n1, "SELECT count(*) FROM t WHERE name = 'kept'") == [(100,)]
+    assert remote_count(n2) > before
+    rows(n1, "DELETE FROM t_p0 WHERE name = 'kept'")
+    rows(n2, "DELETE FROM t_p1 WHERE name = 'kept'")
+
+
+def test_savepoint_rollback_undoes_remote_work(nodes: tuple[Node, Node]) -> None:
+    n1, n2 = nodes
+    with psycopg.connect(n1.conninfo) as conn:
+        conn.execute("INSERT INTO t_p1 (id, name) VALUES (2001, 'outer')")
+        with contextlib.suppress(psycopg.errors.UniqueViolation), conn.transaction():
+            conn.execute("INSERT INTO t_p1 (id, name) VALUES (2003, 'inner')")
+            conn.execute("INSERT INTO t_p1 (id, name) VALUES (2003, 'duplicate')")
+        conn.execute("INSERT INTO t_p1 (id, name) VALUES (2005, 'after')")
+    assert rows(n2, "SELECT id FROM t_p1 WHERE id > 2000 ORDER BY id") == [(2001,), (2005,)]
+    rows(n2, "DELETE FROM t_p1 WHERE id > 2000")
+
+
+def test_remote_error_keeps_its_sqlstate(nodes: tuple[Node, Node]) -> None:
+    n1, n2 = nodes
+    taken = rows(n2, "SELECT min(id) FROM t_p1")[0][0]
+    with pytest.raises(psycopg.errors.UniqueViolation, match="duplicate key"):
+        rows(n1, "INSERT INTO t_p1 (id, name) VALUES (%s, 'again')", (taken,))
+
+
+def test_copy_routes_rows_to_the_remote_partition(nodes: tuple[Node, Node]) -> None:
+    n1, n2 = nodes
+    before = remote_count(n2)
+    with psycopg.connect(n1.conninfo) as conn, conn.cursor() as cur:
+        with cur.copy("COPY t (id, name) FROM STDIN") as copy:
+            for i in range(3001, 4001):
+                copy.write_row((i, "copied"))
+    assert rows(n1, "SELECT count(*) FROM t WHERE name = 'copied'") == [(1000,)]
+    assert remote_count(n2) > before
+    rows(n1, "DELETE FROM t_p0 WHERE name = 'copied'")
+    rows(n2, "DELETE FROM t_p1 WHERE name = 'copied'")
+
+
+def test_cancel_of_a_remote_scan(nodes: tuple[Node, Node]) -> None:
+    n1, _ = nodes
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        pid = conn.info.backend_pid
+        timer = threading.Timer(1.0, lambda: rows(n1, "SELECT pg_cancel_backend(%s)", (pid,)))
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT count(*) FROM slow")
+        assert time.monotonic() - started < 10
+        timer.join()
+        # the same session goes on, with a fresh connection to n2
+        assert conn.execute("SELECT count(*) FROM t WHERE id < 50").fetchone() == (49,)
+
+
+def test_statement_timeout_of_a_remote_scan(nodes: tuple[Node, Node]) -> None:
+    n1, _ = nodes
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '1s'")
+        with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+            conn.execute("SELECT count(*) FROM slow")
+        conn.execute("RESET statement_timeout")
+        assert conn.execute("SELECT count(*) FROM t WHERE id < 50").fetchone() == (49,)
+
+
+def test_unknown_node_is_a_clear_error(nodes: tuple[Node, Node]) -> None:
+    n1, _ = nodes
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        conn.execute("CREATE SERVER IF NOT EXISTS nowhere FOREIGN DATA WRAPPER shoal_fdw OPTIONS (node 'n9')")
+        conn.execute("CREATE FOREIGN TABLE IF NOT EXISTS lost (id int) SERVER nowhere")
+        with pytest.raises(psycopg.errors.SqlclientUnableToEstablishSqlconnection, match="n9"):
+            conn.execute("SELECT * FROM lost")
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_node_down_then_back(nodes: tuple[Node, Node]) -> None:
+    n1, n2 = nodes
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM t_p1").fetchone()[0] > 0
+        data_dir = rows(n2, "SHOW data_directory")[0][0]
+        cluster = Cluster(Path(data_dir).parent.parent)  # DIR/n2/data
+        subprocess.run([str(pg_bin() / "pg_ctl"), "stop", "-D", data_dir, "-m", "immediate", "-w"],
+                       check=True, capture_output=True)
+        try:
+            with pytest.raises(psycopg.OperationalError, match='node "n2"'):
+                conn.execute("SELECT count(*) FROM t_p1")
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            cluster.up(nodes=2, port=56301)
+        assert conn.execute("SELECT count(*) FROM t_p1").fetchone()[0] > 0

@@ -1,0 +1,54 @@
+"""planner.remote_sql: the SQL sent to the node that holds a partition (no server needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shoal.fdw.quals import Qual, Quals, SortKey
+from shoal.planner import remote_sql
+
+
+def test_identifiers_are_always_quoted() -> None:
+    assert remote_sql.quote_ident("id") == '"id"'
+    assert remote_sql.quote_ident('we"ird Name') == '"we""ird Name"'
+    assert remote_sql.qualified_name("public", "select") == '"public"."select"'
+
+
+def test_literals_double_quotes_and_refuse_nul() -> None:
+    assert remote_sql.quote_literal("it's") == "'it''s'"
+    assert remote_sql.quote_literal("back\\slash") == "'back\\slash'"
+    with pytest.raises(ValueError):
+        remote_sql.quote_literal("a\0b")
+
+
+def test_select_with_quals_order_and_limit() -> None:
+    quals = Quals([Qual("id", "=", 3, "(id = 3)"), Qual(None, None, None, "((a + b) > 1)")])
+    sql = remote_sql.select_sql(
+        '"s"."t"', ["id", "name"], quals, [SortKey("name", 2, True, False, None)], limit=10
+    )
+    assert sql == (
+        'SELECT "id", "name" FROM "s"."t" WHERE ((id = 3)) AND (((a + b) > 1)) '
+        'ORDER BY "name" DESC NULLS LAST LIMIT 10'
+    )
+
+
+def test_select_without_columns_keeps_one_row_per_row() -> None:
+    assert remote_sql.select_sql('"t"', [], Quals()) == 'SELECT FROM "t"'
+
+
+def test_bind_params_leaves_literals_and_identifiers_alone() -> None:
+    sql = """(name = '$1 is not a parameter') AND ("$2" = $2) AND (x = $1)"""
+    bound = remote_sql.bind_params(sql, ["one", 2], lambda i, v: f"<{i}:{v}>")
+    assert bound == """(name = '$1 is not a parameter') AND ("$2" = <2:2>) AND (x = <1:one>)"""
+
+
+def test_bind_params_refuses_a_missing_value() -> None:
+    with pytest.raises(ValueError, match=r"\$3"):
+        remote_sql.bind_params("a = $3", [1], lambda i, v: "x")
+
+
+def test_insert_with_returning() -> None:
+    assert remote_sql.insert_sql('"t"', ["a", "b"], returning=["a", "b", "c"]) == (
+        'INSERT INTO "t" ("a", "b") VALUES (%s, %s) RETURNING "a", "b", "c"'
+    )
+    assert remote_sql.insert_sql('"t"', []) == 'INSERT INTO "t" DEFAULT VALUES'
