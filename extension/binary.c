@@ -7,6 +7,9 @@
  * format).  They are read in place, without a Python object per value.  A
  * tuple split across chunks is assembled in `carry`.  Common fixed-width
  * types and text are decoded directly; the rest through receive functions.
+ *
+ * Text inside the data is in the server encoding, whatever the session's
+ * client_encoding: the data comes from a handler, not from the client.
  *-------------------------------------------------------------------------
  */
 #include "shoal.h"
@@ -59,6 +62,52 @@ bad_format(const char *why)
 			 errmsg("invalid binary tuple data from the foreign-data wrapper: %s", why)));
 }
 
+/*
+ * Consume the COPY header at the reader's position, as far as the current
+ * chunk goes: a handler may cut its data anywhere, the header included.
+ */
+static void
+consume_header(ShoalBinaryReader *r)
+{
+	const char *buf = r->view.buf;
+	Size		len = r->view.len;
+
+	while (r->in_header && r->pos < len)
+	{
+		if (r->header_len < (int) sizeof(r->header))
+		{
+			Size		take = Min(sizeof(r->header) - r->header_len, len - r->pos);
+
+			memcpy(r->header + r->header_len, buf + r->pos, take);
+			r->header_len += take;
+			r->pos += take;
+			if (r->header_len == (int) sizeof(r->header))
+			{
+				uint32		flags;
+				uint32		extlen;
+
+				if (memcmp(r->header, copy_signature, sizeof(copy_signature)) != 0)
+					bad_format("invalid COPY signature");
+				memcpy(&flags, r->header + 11, 4);
+				/* as COPY FROM: the high half holds critical flags (bit 16, OIDs, is gone) */
+				if ((pg_ntoh32(flags) >> 16) != 0)
+					bad_format("unrecognized critical flags in COPY header");
+				memcpy(&extlen, r->header + 15, 4);
+				r->header_skip = pg_ntoh32(extlen);
+			}
+		}
+		else
+		{
+			Size		take = Min((Size) r->header_skip, len - r->pos);
+
+			r->header_skip -= take;
+			r->pos += take;
+		}
+		if (r->header_len == (int) sizeof(r->header) && r->header_skip == 0)
+			r->in_header = false;
+	}
+}
+
 void
 shoal_binary_feed(ShoalBinaryReader *r, PyObject *chunk)
 {
@@ -69,24 +118,40 @@ shoal_binary_feed(ShoalBinaryReader *r, PyObject *chunk)
 	Py_INCREF(chunk);
 	r->chunk = chunk;
 
+	/*
+	 * Data that starts with the COPY signature has a header.  Its first byte,
+	 * 'P', cannot start tuple data: as a field count it would be over 20000.
+	 */
 	if (!r->seen_header && r->view.len > 0)
 	{
-		const char *buf = r->view.buf;
-
 		r->seen_header = true;
-		if (r->view.len >= 11 && memcmp(buf, copy_signature, 11) == 0)
-		{
-			uint32		extlen;
-
-			if (r->view.len < 19)
-				bad_format("truncated COPY header");
-			memcpy(&extlen, buf + 15, 4);
-			extlen = pg_ntoh32(extlen);
-			if ((Size) r->view.len < 19 + (Size) extlen)
-				bad_format("truncated COPY header extension");
-			r->pos = 19 + extlen;
-		}
+		r->in_header = ((const char *) r->view.buf)[0] == copy_signature[0];
+		r->header_len = 0;
+		r->header_skip = 0;
 	}
+	if (r->in_header)
+		consume_header(r);
+}
+
+/* Start over, for a rescan; keeps the buffers. */
+void
+shoal_binary_reset(ShoalBinaryReader *r)
+{
+	release_chunk(r);
+	resetStringInfo(&r->carry);
+	resetStringInfo(&r->field);
+	r->seen_header = false;
+	r->in_header = false;
+	r->header_len = 0;
+	r->header_skip = 0;
+	r->finished = false;
+}
+
+/* Whether the data fed so far stops inside a header or a tuple. */
+bool
+shoal_binary_incomplete(ShoalBinaryReader *r)
+{
+	return !r->finished && (r->in_header || r->carry.len > 0);
 }
 
 /*
@@ -264,6 +329,38 @@ decode_tuple(ShoalBinaryReader *r, const char *buf, TupleTableSlot *slot, ShoalT
 }
 
 /*
+ * decode_tuple, with receive functions reading text in the server encoding.
+ * They convert from the client encoding (pq_getmsgtext), which is the
+ * client's business, not the handler's: without this a varchar, name or
+ * json column would be decoded differently from a text column, and
+ * differently for each client_encoding.
+ */
+static void
+decode_tuple_server_encoding(ShoalBinaryReader *r, const char *buf, TupleTableSlot *slot,
+							 ShoalTypeIO *io, int nfields_short, const AttrNumber *short_map,
+							 int nfields_long, const AttrNumber *long_map)
+{
+	int			client_encoding = pg_get_client_encoding();
+
+	if (client_encoding == GetDatabaseEncoding())
+	{
+		decode_tuple(r, buf, slot, io, nfields_short, short_map, nfields_long, long_map);
+		return;
+	}
+	/* needs no conversion function, so it cannot fail; nor can switching back */
+	SetClientEncoding(GetDatabaseEncoding());
+	PG_TRY();
+	{
+		decode_tuple(r, buf, slot, io, nfields_short, short_map, nfields_long, long_map);
+	}
+	PG_FINALLY();
+	{
+		SetClientEncoding(client_encoding);
+	}
+	PG_END_TRY();
+}
+
+/*
  * Store the next tuple of the current chunk in slot.  Returns false when
  * the chunk is used up (feed the next one) or the COPY trailer was seen.
  */
@@ -277,7 +374,7 @@ shoal_binary_next(ShoalBinaryReader *r, TupleTableSlot *slot, ShoalTypeIO *io,
 	Size		tuple_len = 0;
 	Size		missing;
 
-	if (r->finished || !r->have_view)
+	if (r->finished || !r->have_view || r->in_header)
 		return false;
 	buf = (const char *) r->view.buf + r->pos;
 	avail = r->view.len - r->pos;
@@ -302,7 +399,8 @@ shoal_binary_next(ShoalBinaryReader *r, TupleTableSlot *slot, ShoalTypeIO *io,
 			resetStringInfo(&r->carry);
 			return false;
 		}
-		decode_tuple(r, r->carry.data, slot, io, nfields_short, short_map, nfields_long, long_map);
+		decode_tuple_server_encoding(r, r->carry.data, slot, io, nfields_short, short_map,
+									 nfields_long, long_map);
 		resetStringInfo(&r->carry);
 		return true;
 	}
@@ -328,7 +426,7 @@ shoal_binary_next(ShoalBinaryReader *r, TupleTableSlot *slot, ShoalTypeIO *io,
 			return false;
 		}
 	}
-	decode_tuple(r, buf, slot, io, nfields_short, short_map, nfields_long, long_map);
+	decode_tuple_server_encoding(r, buf, slot, io, nfields_short, short_map, nfields_long, long_map);
 	r->pos += tuple_len;
 	return true;
 }

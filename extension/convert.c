@@ -117,6 +117,14 @@ shoal_datum_to_py(Datum value, bool isnull, Oid typoid)
 			break;
 	}
 
+	/* A domain's values look like its base type's (its send function is the base's). */
+	{
+		Oid			base = getBaseType(typoid);
+
+		if (base != typoid)
+			return shoal_datum_to_py(value, false, base);
+	}
+
 	/* Everything else: binary representation, loaded by Python; text if it cannot. */
 	{
 		Oid			sendfunc = InvalidOid;

@@ -27,6 +27,33 @@ typedef struct HandlerEntry
 
 static HTAB *handler_cache = NULL;
 
+/*
+ * Handlers replaced after an invalidation, released at the end of the
+ * transaction: the planner keeps borrowed references (RelOptInfo) while it
+ * may look the same table up again, and an invalidation can arrive in
+ * between (a lock taken on another relation processes it).
+ */
+static PyObject *retired = NULL;
+
+static void
+retire(PyObject *handler)
+{
+	if (handler == NULL)
+		return;
+	if (retired == NULL && (retired = PyList_New(0)) == NULL)
+		shoal_python_raise("keeping a replaced handler");
+	if (PyList_Append(retired, handler) < 0)
+		shoal_python_raise("keeping a replaced handler");
+	Py_DECREF(handler);
+}
+
+/* At the end of a transaction: nothing borrowed survives it. */
+void
+shoal_handlers_release_retired(void)
+{
+	Py_CLEAR(retired);
+}
+
 static void
 invalidate_relation(Datum arg, Oid relid)
 {
@@ -127,7 +154,8 @@ shoal_handler_for(Oid relid)
 	}
 	if (entry->valid && entry->handler != NULL)
 		return entry->handler;
-	Py_CLEAR(entry->handler);
+	retire(entry->handler);
+	entry->handler = NULL;
 
 	shoal_python_ensure();
 	options = shoal_options_to_py(shoal_table_options(relid));
@@ -148,7 +176,22 @@ shoal_handler_for(Oid relid)
 									get_rel_name(relid)));
 	/* look the entry up again: the hash may have moved while Python ran */
 	entry = hash_search(handler_cache, &relid, HASH_ENTER, &found);
-	Py_XDECREF(found ? entry->handler : NULL);
+	if (found && entry->handler != NULL)
+	{
+		PyObject   *previous = entry->handler;
+
+		entry->handler = NULL;
+		PG_TRY();
+		{
+			retire(previous);
+		}
+		PG_CATCH();
+		{
+			Py_DECREF(handler);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
 	entry->handler = handler;
 	entry->valid = true;
 	return handler;

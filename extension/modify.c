@@ -38,6 +38,7 @@ typedef struct ShoalModifyState
 	int			batch_size;
 	ShoalRowMap map;			/* for rows the handler returns */
 	MemoryContext row_cxt;
+	bool		started;		/* begin_modify was called: not for EXPLAIN */
 	bool		released;
 	MemoryContextCallback cleanup;
 } ShoalModifyState;
@@ -190,6 +191,7 @@ begin_modify(ResultRelInfo *rinfo, CmdType operation, List *target_attrs, bool r
 		return state;
 
 	shoal_xact_touch(state->handler);
+	state->started = true;
 	result = shoal_call_method(state->handler, "begin_modify", Py_BuildValue("(s)", opname));
 	Py_DECREF(result);
 	return state;
@@ -224,7 +226,33 @@ shoalBeginForeignInsert(ModifyTableState *mtstate, ResultRelInfo *rinfo)
 				 rinfo->ri_returningList != NIL, false);
 }
 
-/* Put what the handler returned for RETURNING into slot; None keeps slot as it is. */
+/*
+ * Put what the handler returned for RETURNING into slot: a row, or binary
+ * tuple data holding one tuple (decoded like a scan's).  None keeps slot as
+ * it is.
+ */
+static void
+store_binary_row(ShoalModifyState *state, PyObject *data, TupleTableSlot *slot)
+{
+	ShoalBinaryReader reader;
+
+	shoal_binary_init(&reader);
+	PG_TRY();
+	{
+		shoal_binary_feed(&reader, data);
+		if (!shoal_binary_next(&reader, slot, state->map.io, state->map.nshort, state->map.short_map,
+							   state->map.nlong, state->map.long_map))
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_ERROR),
+					 errmsg("the handler returned binary data without a whole row")));
+	}
+	PG_FINALLY();
+	{
+		shoal_binary_release(&reader);
+	}
+	PG_END_TRY();
+}
+
 static TupleTableSlot *
 store_returned(ShoalModifyState *state, PyObject *returned, TupleTableSlot *slot)
 {
@@ -234,7 +262,10 @@ store_returned(ShoalModifyState *state, PyObject *returned, TupleTableSlot *slot
 
 		PG_TRY();
 		{
-			shoal_row_to_slot(&state->map, returned, slot);
+			if (shoal_is_binary_chunk(returned))
+				store_binary_row(state, returned, slot);
+			else
+				shoal_row_to_slot(&state->map, returned, slot);
 		}
 		PG_FINALLY();
 		{
@@ -257,7 +288,7 @@ shoalExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slo
 	PyObject   *returned;
 
 	MemoryContextReset(state->row_cxt);
-	values = shoal_slot_to_dict(slot, state->target_attrs);
+	values = shoal_slot_to_dict(slot, rinfo->ri_RelationDesc, state->target_attrs);
 	returned = shoal_call_method(state->handler, "insert", Py_BuildValue("(N)", values));
 	return store_returned(state, returned, slot);
 }
@@ -275,7 +306,7 @@ shoalExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot
 	PG_TRY();
 	{
 		for (int i = 0; i < *numSlots; i++)
-			PyList_SET_ITEM(rows, i, shoal_slot_to_dict(slots[i], state->target_attrs));
+			PyList_SET_ITEM(rows, i, shoal_slot_to_dict(slots[i], rinfo->ri_RelationDesc, state->target_attrs));
 	}
 	PG_CATCH();
 	{
@@ -329,7 +360,7 @@ shoalExecForeignUpdate(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slo
 
 	MemoryContextReset(state->row_cxt);
 	rowid = rowid_value(state, planSlot);
-	values = shoal_slot_to_dict(slot, state->target_attrs);
+	values = shoal_slot_to_dict(slot, rinfo->ri_RelationDesc, state->target_attrs);
 	returned = shoal_call_method(state->handler, "update", Py_BuildValue("(NN)", rowid, values));
 	return store_returned(state, returned, slot);
 }
@@ -362,8 +393,12 @@ end_modify(ResultRelInfo *rinfo)
 
 	if (state == NULL || state->released)
 		return;
-	result = shoal_call_method(state->handler, "end_modify", NULL);
-	Py_DECREF(result);
+	/* the executor ends what EXPLAIN (without ANALYZE) only initialized: no end_modify then */
+	if (state->started)
+	{
+		result = shoal_call_method(state->handler, "end_modify", NULL);
+		Py_DECREF(result);
+	}
 	release_modify(state);
 }
 

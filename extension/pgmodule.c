@@ -16,6 +16,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
+#include "storage/procsignal.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
@@ -23,13 +24,20 @@
 PyObject   *shoal_exc_query_canceled = NULL;
 static PyObject *exc_pg_error = NULL;
 static ErrorData *pending_error = NULL;
+/* holds pending_error; reset when the next error is kept (ReThrowError copied the last one) */
+static MemoryContext kept_error_cxt = NULL;
 
 void
 shoal_pgmodule_catch(MemoryContext oldcxt)
 {
 	ErrorData  *edata;
 
-	MemoryContextSwitchTo(TopMemoryContext);
+	if (kept_error_cxt == NULL)
+		kept_error_cxt = AllocSetContextCreate(TopMemoryContext, "shoal kept error",
+											   ALLOCSET_SMALL_SIZES);
+	if (pending_error == NULL)
+		MemoryContextReset(kept_error_cxt);
+	MemoryContextSwitchTo(kept_error_cxt);
 	edata = CopyErrorData();
 	FlushErrorState();
 	MemoryContextSwitchTo(oldcxt);
@@ -57,6 +65,38 @@ shoal_pgmodule_rethrow(void)
 	ReThrowError(edata);
 }
 
+/*
+ * After Python code returned normally: a PostgreSQL error that it caught
+ * (PgError) and swallowed still ends the statement, for the backend is
+ * only fit for aborting after it.
+ */
+void
+shoal_pgmodule_check(void)
+{
+	if (pending_error != NULL)
+		shoal_pgmodule_rethrow();
+}
+
+/*
+ * Where an error cannot be thrown (commit, abort): report the kept error as
+ * a WARNING and forget it, so that it does not surface in a later statement.
+ */
+void
+shoal_pgmodule_demote(void)
+{
+	ErrorData  *edata = pending_error;
+
+	if (edata == NULL)
+		return;
+	pending_error = NULL;
+	ereport(WARNING,
+			(errcode(edata->sqlerrcode),
+			 errmsg_internal("%s", edata->message ? edata->message : "PostgreSQL error"),
+			 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+			 errcontext("a PostgreSQL error that a Python handler caught")));
+	FreeErrorData(edata);
+}
+
 static bool
 refuse_after_error(void)
 {
@@ -70,6 +110,29 @@ refuse_after_error(void)
 static PyObject *
 pg_check_interrupts(PyObject *self, PyObject *unused)
 {
+	/*
+	 * Signal barriers (DROP DATABASE waits on them) are absorbed here too:
+	 * the long-running loops of shoal's background workers call this, and
+	 * never reach CHECK_FOR_INTERRUPTS() while they wait for messages.
+	 */
+	if (ProcSignalBarrierPending)
+	{
+		MemoryContext oldcxt = CurrentMemoryContext;
+		bool		failed = false;
+
+		PG_TRY();
+		{
+			ProcessProcSignalBarrier();
+		}
+		PG_CATCH();
+		{
+			shoal_pgmodule_catch(oldcxt);
+			failed = true;
+		}
+		PG_END_TRY();
+		if (failed)
+			return NULL;
+	}
 	if (QueryCancelPending || ProcDiePending)
 	{
 		PyErr_SetString(shoal_exc_query_canceled,
@@ -126,6 +189,13 @@ pg_wait(PyObject *self, PyObject *args, PyObject *kwargs)
 		rc = WaitLatchOrSocket(MyLatch, events, fd, timeout_ms, PG_WAIT_EXTENSION);
 		if (rc & WL_LATCH_SET)
 			ResetLatch(MyLatch);
+
+		/*
+		 * Absorb barriers here (DROP DATABASE waits for every backend's): a
+		 * handler that keeps waiting may not return to the executor for long.
+		 */
+		if (ProcSignalBarrierPending)
+			ProcessProcSignalBarrier();
 	}
 	PG_CATCH();
 	{
@@ -302,7 +372,16 @@ pg_nest_level(PyObject *self, PyObject *unused)
 	return PyLong_FromLong(GetCurrentTransactionNestLevel());
 }
 
+/* current_role(): the role whose privileges the statement runs with (current_user). */
+static PyObject *
+pg_current_role(PyObject *self, PyObject *unused)
+{
+	return shoal_cstring_to_py(GetUserNameFromId(GetUserId(), false));
+}
+
 static PyMethodDef pg_methods[] = {
+	{"current_role", pg_current_role, METH_NOARGS,
+	"The name of the current user (whose privileges apply now)."},
 	{"nest_level", pg_nest_level, METH_NOARGS,
 	"The current transaction nesting level (savepoints add one each)."},
 	{"check_interrupts", pg_check_interrupts, METH_NOARGS,
@@ -311,6 +390,29 @@ static PyMethodDef pg_methods[] = {
 	"wait(fd=-1, timeout=None, write=False): sleep on the backend latch and a socket."},
 	{"log", pg_log, METH_VARARGS, "log(level, message): write to the server log."},
 	{"query", pg_query, METH_VARARGS, "query(sql, *args): run SQL through SPI."},
+	{"setting", shoal_pg_setting, METH_VARARGS,
+	"setting(name): a configuration parameter's value, or None (needs no transaction)."},
+	/* jobs.c: for the multiplexer's workers only */
+	{"execute", (PyCFunction) (void (*) (void)) shoal_job_execute, METH_VARARGS | METH_KEYWORDS,
+	"execute(sql, param_types, params, binary_params, role, sink, chunk_bytes=65536, max_rows=0, "
+	"cache=True) -> (command_tag, rows): run a job, rows to sink as binary COPY tuple data."},
+	{"begin", (PyCFunction) (void (*) (void)) shoal_job_begin, METH_VARARGS | METH_KEYWORDS,
+	"begin(isolation='read committed', read_only=False): open a transaction block."},
+	{"commit", (PyCFunction) (void (*) (void)) shoal_job_commit, METH_VARARGS | METH_KEYWORDS,
+	"commit(role=None) -> bool: end the block; False if it had failed and was rolled back."},
+	{"rollback", shoal_job_rollback, METH_NOARGS, "rollback(): end the block, if any."},
+	{"savepoint", shoal_job_savepoint, METH_VARARGS, "savepoint(name)"},
+	{"release", shoal_job_release, METH_VARARGS, "release(name): RELEASE SAVEPOINT."},
+	{"rollback_to", shoal_job_rollback_to, METH_VARARGS, "rollback_to(name): ROLLBACK TO SAVEPOINT."},
+	{"prepare", (PyCFunction) (void (*) (void)) shoal_job_prepare, METH_VARARGS | METH_KEYWORDS,
+	"prepare(gid, role=None) -> bool: PREPARE TRANSACTION; False if the block had failed."},
+	{"commit_prepared", shoal_job_commit_prepared, METH_VARARGS, "commit_prepared(gid)"},
+	{"rollback_prepared", shoal_job_rollback_prepared, METH_VARARGS, "rollback_prepared(gid)"},
+	{"in_block", shoal_job_in_block, METH_NOARGS, "in_block() -> bool: a transaction block is open."},
+	{"block_failed", shoal_job_block_failed, METH_NOARGS,
+	"block_failed() -> bool: the block is aborted (only rollback or rollback_to help)."},
+	{"clear_cancel", shoal_job_clear_cancel, METH_NOARGS,
+	"clear_cancel() -> bool: forget a pending cancel; returns whether there was one."},
 	{NULL, NULL, 0, NULL}
 };
 
@@ -337,7 +439,8 @@ PyInit__shoal_pg(void)
 											 PyExc_Exception, NULL);
 	if (shoal_exc_query_canceled == NULL || exc_pg_error == NULL ||
 		PyModule_AddObjectRef(mod, "QueryCanceled", shoal_exc_query_canceled) < 0 ||
-		PyModule_AddObjectRef(mod, "PgError", exc_pg_error) < 0)
+		PyModule_AddObjectRef(mod, "PgError", exc_pg_error) < 0 ||
+		shoal_jobs_module_init(mod) < 0)
 	{
 		Py_DECREF(mod);
 		return NULL;

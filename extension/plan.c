@@ -52,6 +52,7 @@ handler_flag(PyObject *handler, const char *attr)
 	Py_DECREF(value);
 	if (truth < 0)
 		shoal_python_raise(attr);
+	shoal_pgmodule_check();		/* a property may have run anything */
 	return truth == 1;
 }
 
@@ -453,6 +454,7 @@ add_parameterized_paths(PlannerInfo *root, RelOptInfo *baserel, ShoalRelInfo *in
 	Py_DECREF(iter);
 	if (PyErr_Occurred())
 		shoal_python_raise("get_path_keys");
+	shoal_pgmodule_check();
 }
 
 void

@@ -20,8 +20,9 @@
 static bool python_started = false;
 static bool python_failed = false;
 
-/* PostgreSQL's SIGINT handler, chained from ours. */
+/* PostgreSQL's SIGINT and SIGTERM handlers, chained from ours. */
 static void (*pg_sigint_handler) (int) = NULL;
+static void (*pg_sigterm_handler) (int) = NULL;
 
 /*
  * SIGINT (cancel, and statement_timeout, which signals the backend itself)
@@ -41,15 +42,43 @@ shoal_sigint(int signo)
 	errno = save_errno;
 }
 
+/*
+ * SIGTERM (pg_terminate_backend, a fast or immediate shutdown) likewise:
+ * Python retries a system call that a signal without a Python handler
+ * interrupted (PEP 475), so a handler in time.sleep() would keep the
+ * backend alive, and a fast shutdown waiting, until it woke up by itself.
+ * The Python-level handler raises QueryCanceled for a pending termination
+ * too, and the backend then exits as PostgreSQL's die() asked.
+ */
+static void
+shoal_sigterm(int signo)
+{
+	int			save_errno = errno;
+
+	if (pg_sigterm_handler != NULL)
+		pg_sigterm_handler(signo);
+	PyErr_SetInterruptEx(SIGINT);
+	errno = save_errno;
+}
+
+static void (*
+			 current_handler(int signo)) (int)
+{
+	struct sigaction old;
+
+	if (sigaction(signo, NULL, &old) == 0 &&
+		old.sa_handler != SIG_IGN && old.sa_handler != SIG_DFL)
+		return old.sa_handler;
+	return NULL;
+}
+
 static void
 install_interrupt_handler(void)
 {
-	struct sigaction old;
 	PyObject   *result;
 
-	if (sigaction(SIGINT, NULL, &old) == 0 &&
-		old.sa_handler != SIG_IGN && old.sa_handler != SIG_DFL)
-		pg_sigint_handler = old.sa_handler;
+	pg_sigint_handler = current_handler(SIGINT);
+	pg_sigterm_handler = current_handler(SIGTERM);
 
 	/* Registers the Python-level handler (and, as a side effect, Python's C handler) */
 	result = shoal_call_method(shoal_host_attr("interrupts"), "install", NULL);
@@ -57,6 +86,9 @@ install_interrupt_handler(void)
 
 	/* ... which ours replaces at the C level, chaining to PostgreSQL's. */
 	pqsignal(SIGINT, shoal_sigint);
+	/* only where the process has a SIGTERM handler of its own to chain to */
+	if (pg_sigterm_handler != NULL)
+		pqsignal(SIGTERM, shoal_sigterm);
 }
 
 bool
@@ -205,8 +237,12 @@ shoal_host_attr(const char *attr)
 }
 
 /*
- * obj.method(*args, **kwargs): a new reference, or an ERROR.  args may be
- * NULL for no arguments; the caller keeps its references.
+ * obj.method(*args, **kwargs): a new reference, or an ERROR.
+ *
+ * Steals the references to args and kwargs (either may be NULL: no
+ * arguments), so that callers pass Py_BuildValue(...) straight in without
+ * leaking the tuple on any path, the error paths included.  A NULL args or
+ * kwargs with an exception set is a failed Py_BuildValue: reported as such.
  */
 PyObject *
 shoal_call_method_kw(PyObject *obj, const char *method, PyObject *args, PyObject *kwargs)
@@ -214,21 +250,30 @@ shoal_call_method_kw(PyObject *obj, const char *method, PyObject *args, PyObject
 	PyObject   *callable;
 	PyObject   *result;
 
+	if ((args == NULL || kwargs == NULL) && PyErr_Occurred())
+	{
+		Py_XDECREF(args);
+		Py_XDECREF(kwargs);
+		shoal_python_raise(method);
+	}
 	callable = PyObject_GetAttrString(obj, method);
 	if (callable == NULL)
+	{
+		Py_XDECREF(args);
+		Py_XDECREF(kwargs);
 		shoal_python_raise(method);
+	}
 	if (args == NULL && kwargs == NULL)
 		result = PyObject_CallNoArgs(callable);
 	else
 	{
-		PyObject   *empty = NULL;
-
 		if (args == NULL)
-			args = empty = PyTuple_New(0);
-		result = PyObject_Call(callable, args, kwargs);
-		Py_XDECREF(empty);
+			args = PyTuple_New(0);
+		result = args ? PyObject_Call(callable, args, kwargs) : NULL;
 	}
 	Py_DECREF(callable);
+	Py_XDECREF(args);
+	Py_XDECREF(kwargs);
 	if (shoal_pgmodule_error_pending())
 	{
 		/* Python went on after a PostgreSQL error in a callback: that error wins. */
@@ -369,6 +414,7 @@ shoal_python_warn(const char *context)
 {
 	PythonError err;
 
+	shoal_pgmodule_demote();
 	fetch_python_error(&err);
 	if (err.canceled)
 		return;

@@ -156,11 +156,15 @@ shoal_row_to_slot(ShoalRowMap *map, PyObject *row, TupleTableSlot *slot)
 	ExecStoreVirtualTuple(slot);
 }
 
-/* The given columns of slot as a new dict. */
+/*
+ * The given columns of slot as a new dict.  Names and types come from the
+ * relation, not from the slot: an INSERT may hand the FDW its subplan's
+ * slot (e.g. a VALUES scan), whose descriptor has other column names.
+ */
 PyObject *
-shoal_slot_to_dict(TupleTableSlot *slot, List *attnums)
+shoal_slot_to_dict(TupleTableSlot *slot, Relation rel, List *attnums)
 {
-	TupleDesc	desc = slot->tts_tupleDescriptor;
+	TupleDesc	desc = RelationGetDescr(rel);
 	PyObject   *dict = PyDict_New();
 	ListCell   *lc;
 
@@ -171,9 +175,10 @@ shoal_slot_to_dict(TupleTableSlot *slot, List *attnums)
 	{
 		AttrNumber	attnum = lfirst_int(lc);
 		Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
-		PyObject   *value = shoal_datum_to_py(slot->tts_values[attnum - 1],
-											  slot->tts_isnull[attnum - 1], att->atttypid);
+		PyObject   *value;
 
+		value = shoal_datum_to_py(slot->tts_values[attnum - 1], slot->tts_isnull[attnum - 1],
+								  att->atttypid);
 		if (value == NULL || PyDict_SetItemString(dict, NameStr(att->attname), value) < 0)
 		{
 			Py_XDECREF(value);

@@ -54,6 +54,12 @@ release_scan(void *arg)
 	state->released = true;
 	shoal_binary_release(&state->reader);
 	Py_CLEAR(state->iterator);
+
+	/*
+	 * Dropping a generator ran its finally blocks; a PostgreSQL error they
+	 * caught cannot be thrown from here (this may run during abort).
+	 */
+	shoal_pgmodule_demote();
 	Py_CLEAR(state->columns);
 	Py_CLEAR(state->sortkeys);
 	Py_CLEAR(state->handler);
@@ -131,9 +137,10 @@ static void
 start_scan(ForeignScanState *node, ShoalScanState *state)
 {
 	ExprContext *econtext = node->ss.ps.ps_ExprContext;
+	/* per-tuple memory, reset below: a nested loop starts a scan per outer row */
+	MemoryContext old = MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
 	Datum	   *values = palloc(sizeof(Datum) * (state->nparams + 1));
 	bool	   *nulls = palloc(sizeof(bool) * (state->nparams + 1));
-	MemoryContext old = MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
 	ListCell   *lc;
 	int			i = 0;
 	PyObject   *quals;
@@ -153,8 +160,6 @@ start_scan(ForeignScanState *node, ShoalScanState *state)
 	args = Py_BuildValue("(NO)", quals, state->columns);
 	kwargs = scan_kwargs(state);
 	result = shoal_call_method_kw(state->handler, "execute", args, kwargs);
-	Py_DECREF(args);
-	Py_DECREF(kwargs);
 	state->iterator = PyObject_GetIter(result);
 	Py_DECREF(result);
 	if (state->iterator == NULL)
@@ -229,14 +234,21 @@ shoalIterateForeignScan(ForeignScanState *node)
 		}
 		CHECK_FOR_INTERRUPTS();
 		item = PyIter_Next(state->iterator);
+		if (shoal_pgmodule_error_pending())
+		{
+			/* the handler caught a PostgreSQL error (PgError) and went on: it still counts */
+			Py_XDECREF(item);
+			shoal_pgmodule_rethrow();
+		}
 		if (item == NULL)
 		{
 			if (PyErr_Occurred())
 				shoal_python_raise("execute");
-			if (state->reader.carry.len > 0)
+			if (shoal_binary_incomplete(&state->reader))
 				ereport(ERROR,
 						(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
-						 errmsg("binary tuple data from the handler ended inside a tuple")));
+						 errmsg("binary tuple data from the handler ended inside a %s",
+								state->reader.in_header ? "COPY header" : "tuple")));
 			Py_CLEAR(state->iterator);
 			ExecClearTuple(slot);
 			break;
@@ -281,10 +293,11 @@ shoalReScanForeignScan(ForeignScanState *node)
 		if (r == NULL)
 			shoal_python_raise("closing the scan");
 		Py_DECREF(r);
+		shoal_pgmodule_check();
 	}
 	Py_CLEAR(state->iterator);
-	shoal_binary_release(&state->reader);
-	shoal_binary_init(&state->reader);
+	/* reset, not re-init: a nested loop rescans once per outer row, and init allocates */
+	shoal_binary_reset(&state->reader);
 	state->started = false;
 }
 
@@ -343,8 +356,6 @@ shoalExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	if (PyDict_SetItemString(kwargs, "verbose", es->verbose ? Py_True : Py_False) < 0)
 		shoal_python_raise("explain");
 	lines = shoal_call_method_kw(state->handler, "explain", args, kwargs);
-	Py_DECREF(args);
-	Py_DECREF(kwargs);
 	if (PyDict_Check(lines))
 	{
 		PyObject   *key;
@@ -381,6 +392,7 @@ shoalExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	Py_DECREF(iter);
 	if (PyErr_Occurred())
 		shoal_python_raise("explain");
+	shoal_pgmodule_check();
 }
 
 void

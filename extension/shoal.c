@@ -18,6 +18,14 @@ void		_PG_init(void);
 
 char	   *shoal_python_path = NULL;
 char	   *shoal_python_executable = NULL;
+char	   *shoal_node_name = NULL;
+int			shoal_mux_port = 0;
+int			shoal_workers = 4;
+char	   *shoal_database = NULL;
+char	   *shoal_cluster_secret = NULL;
+int			shoal_metrics_port = 0;
+char	   *shoal_mux_entry = NULL;
+char	   *shoal_worker_entry = NULL;
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
@@ -72,8 +80,82 @@ _PG_init(void)
 							   0,
 							   NULL, NULL, NULL);
 
+	/* The multiplexer (see bgworker.c and multiplexer/) */
+	DefineCustomStringVariable("shoal.node_name",
+							   "This node's name in shoal.nodes.",
+							   "Set by shoal up.",
+							   &shoal_node_name,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shoal.mux_port",
+							"TCP port on which the multiplexer serves its peers.",
+							"0 means PostgreSQL's port + 1000.",
+							&shoal_mux_port,
+							0, 0, 65535,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shoal.workers",
+							"Number of worker processes executing jobs for other nodes.",
+							NULL,
+							&shoal_workers,
+							4, 0, 256,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("shoal.database",
+							   "The database the multiplexer and its workers connect to.",
+							   NULL,
+							   &shoal_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("shoal.cluster_secret",
+							   "The cluster's shared CURVE secret key (Z85).",
+							   "Written by shoal up; authenticates the multiplexers to each other.",
+							   &shoal_cluster_secret,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shoal.metrics_port",
+							"TCP port of the multiplexer's Prometheus endpoint.",
+							"0 means shoal.mux_port + 1.",
+							&shoal_metrics_port,
+							0, 0, 65535,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("shoal.mux_entry",
+							   "The Python function the multiplexer process runs, as module:function.",
+							   "For tests; the default is the multiplexer.",
+							   &shoal_mux_entry,
+							   "shoal.multiplexer.daemon:main",
+							   PGC_POSTMASTER,
+							   GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("shoal.worker_entry",
+							   "The Python function a worker process runs, as module:function.",
+							   "Called with the worker's index.  For tests; the default is the worker.",
+							   &shoal_worker_entry,
+							   "shoal.multiplexer.worker:main",
+							   PGC_POSTMASTER,
+							   GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("shoal");
 
+	shoal_bgworkers_init();
 	shoal_handlers_init();
 	shoal_xact_init();
 

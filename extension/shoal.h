@@ -28,6 +28,14 @@
 /* shoal.c: configuration */
 extern char *shoal_python_path;
 extern char *shoal_python_executable;
+extern char *shoal_node_name;
+extern int	shoal_mux_port;
+extern int	shoal_workers;
+extern char *shoal_database;
+extern char *shoal_cluster_secret;
+extern int	shoal_metrics_port;
+extern char *shoal_mux_entry;
+extern char *shoal_worker_entry;
 
 /* pyhost.c: the embedded interpreter */
 extern void shoal_python_ensure(void);
@@ -35,6 +43,7 @@ extern bool shoal_python_started(void);
 extern void shoal_python_raise(const char *context) pg_attribute_noreturn();
 extern void shoal_python_warn(const char *context);
 extern PyObject *shoal_import_attr(const char *module, const char *attr);
+/* steal args and kwargs (NULL: none) */
 extern PyObject *shoal_call_method(PyObject *obj, const char *method, PyObject *args);
 extern PyObject *shoal_call_method_kw(PyObject *obj, const char *method, PyObject *args, PyObject *kwargs);
 extern PyObject *shoal_host_attr(const char *attr);
@@ -44,6 +53,8 @@ extern PyObject *PyInit__shoal_pg(void);
 extern void shoal_pgmodule_catch(MemoryContext oldcxt);
 extern bool shoal_pgmodule_error_pending(void);
 extern void shoal_pgmodule_rethrow(void) pg_attribute_noreturn();
+extern void shoal_pgmodule_check(void);
+extern void shoal_pgmodule_demote(void);
 extern PyObject *shoal_exc_query_canceled;
 
 /* convert.c: values between PostgreSQL and Python */
@@ -76,11 +87,17 @@ typedef struct ShoalBinaryReader
 	Size		pos;
 	StringInfoData carry;		/* a tuple split across chunks */
 	StringInfoData field;		/* one field, NUL-terminated for receive functions */
-	bool		seen_header;
+	bool		seen_header;	/* the first byte of the data was seen */
+	bool		in_header;		/* inside a COPY header, which may span chunks */
+	char		header[19];		/* its fixed part, as collected so far */
+	int			header_len;
+	uint32		header_skip;	/* bytes of its extension area still to skip */
 	bool		finished;		/* the COPY trailer was read */
 } ShoalBinaryReader;
 
 extern void shoal_binary_init(ShoalBinaryReader *r);
+extern void shoal_binary_reset(ShoalBinaryReader *r);
+extern bool shoal_binary_incomplete(ShoalBinaryReader *r);
 extern void shoal_binary_feed(ShoalBinaryReader *r, PyObject *chunk);
 extern bool shoal_binary_next(ShoalBinaryReader *r, TupleTableSlot *slot,
 							  ShoalTypeIO *io, int nfields_short, const AttrNumber *short_map,
@@ -105,12 +122,13 @@ extern void shoal_rowmap_init(ShoalRowMap *map, Relation rel, List *attnums);
 extern void shoal_rowmap_prepare(ShoalRowMap *map, TupleDesc desc, AttrNumber attnum);
 extern void shoal_rowmap_release(ShoalRowMap *map);
 extern void shoal_row_to_slot(ShoalRowMap *map, PyObject *row, TupleTableSlot *slot);
-extern PyObject *shoal_slot_to_dict(TupleTableSlot *slot, List *attnums);
+extern PyObject *shoal_slot_to_dict(TupleTableSlot *slot, Relation rel, List *attnums);
 
 /* handlers.c: one Python handler instance per foreign table */
 extern PyObject *shoal_handler_for(Oid relid);
 extern List *shoal_table_options(Oid relid);
 extern void shoal_handlers_init(void);
+extern void shoal_handlers_release_retired(void);
 extern PyObject *shoal_column_names(Relation rel, List *attnums);
 extern List *shoal_attnum_list(Bitmapset *attrs);
 
@@ -166,5 +184,26 @@ enum ShoalScanPrivate
 extern void shoal_xact_init(void);
 extern void shoal_xact_touch(PyObject *handler);
 extern char *shoal_prepare_gid;
+
+/* bgworker.c: the multiplexer and its workers, background processes */
+extern bool shoal_in_bgworker;
+extern void shoal_bgworkers_init(void);
+
+/* jobs.c: what a worker runs for other nodes; functions of `_shoal_pg` */
+extern int	shoal_jobs_module_init(PyObject *mod);
+extern PyObject *shoal_job_execute(PyObject *self, PyObject *args, PyObject *kwargs);
+extern PyObject *shoal_job_begin(PyObject *self, PyObject *args, PyObject *kwargs);
+extern PyObject *shoal_job_commit(PyObject *self, PyObject *args, PyObject *kwargs);
+extern PyObject *shoal_job_rollback(PyObject *self, PyObject *unused);
+extern PyObject *shoal_job_savepoint(PyObject *self, PyObject *args);
+extern PyObject *shoal_job_release(PyObject *self, PyObject *args);
+extern PyObject *shoal_job_rollback_to(PyObject *self, PyObject *args);
+extern PyObject *shoal_job_prepare(PyObject *self, PyObject *args, PyObject *kwargs);
+extern PyObject *shoal_job_commit_prepared(PyObject *self, PyObject *args);
+extern PyObject *shoal_job_rollback_prepared(PyObject *self, PyObject *args);
+extern PyObject *shoal_job_in_block(PyObject *self, PyObject *unused);
+extern PyObject *shoal_job_block_failed(PyObject *self, PyObject *unused);
+extern PyObject *shoal_job_clear_cancel(PyObject *self, PyObject *unused);
+extern PyObject *shoal_pg_setting(PyObject *self, PyObject *args);
 
 #endif							/* SHOAL_H */

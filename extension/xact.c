@@ -67,11 +67,27 @@ notify(const char *method, PyObject *args, bool must_succeed)
 			result = args ? PyObject_Call(callable, args, NULL) : PyObject_CallNoArgs(callable);
 			Py_DECREF(callable);
 		}
+		if (shoal_pgmodule_error_pending())
+		{
+			/* a PostgreSQL error the handler caught: it counts as the handler's failure */
+			Py_XDECREF(result);
+			if (must_succeed)
+			{
+				Py_XDECREF(args);
+				shoal_pgmodule_rethrow();
+			}
+			shoal_pgmodule_demote();
+			PyErr_Clear();
+			continue;
+		}
 		if (result == NULL)
 		{
-			Py_XDECREF(args);
+			/* args is still needed by the next handlers: drop it only when leaving */
 			if (must_succeed)
+			{
+				Py_XDECREF(args);
 				shoal_python_raise(method);
+			}
 			shoal_python_warn(method);
 			continue;
 		}
@@ -97,6 +113,14 @@ gid_args(void)
 static void
 xact_callback(XactEvent event, void *arg)
 {
+	/* an error kept for rethrowing must not outlive its transaction */
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		shoal_pgmodule_demote();
+		if (shoal_python_started())
+			shoal_handlers_release_retired();
+	}
 	if (participants == NULL)
 		return;
 	switch (event)

@@ -1,16 +1,13 @@
 """The SQL a scan or a write sends to the node that holds a partition.
 
 Quals arrive already deparsed by PostgreSQL's ruleutils (with ``$n`` for values known only at run
-time); this module adds the projection, order and limit around them, quotes every identifier it
-writes, and binds the ``$n`` values as literals for statements that cannot take parameters
-(``COPY (SELECT ...) TO STDOUT``).
+time, sent as parameters); this module adds the projection, order and limit around them and
+quotes every identifier it writes.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from shoal.fdw.quals import Quals, SortKey
 
@@ -61,38 +58,23 @@ def _order_item(key: SortKey) -> str:
     return item
 
 
-# A string literal, a quoted identifier, or a parameter: literals and identifiers are skipped so
-# that a "$1" inside them is left alone.
-_TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|\$(\d+)""")
-
-
-def bind_params(sql: str, params: Sequence[Any], render: Callable[[int, Any], str]) -> str:
-    """Replace each ``$n`` outside literals and identifiers with ``render(n, params[n-1])``."""
-
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(1) is None:
-            return match.group(0)
-        index = int(match.group(1))
-        if not 1 <= index <= len(params):
-            raise ValueError(f"the SQL refers to ${index}, but only {len(params)} values were given")
-        return render(index, params[index - 1])
-
-    return _TOKENS.sub(substitute, sql)
-
-
-def insert_sql(table: str, columns: Sequence[str], returning: Sequence[str] = ()) -> str:
-    """``INSERT INTO table (columns) VALUES (%s, ...) [RETURNING ...]``, psycopg placeholders."""
+def insert_sql(
+    table: str,
+    columns: Sequence[str],
+    returning: Sequence[str] = (),
+    rows: int = 1,
+) -> str:
+    """``INSERT INTO table (columns) VALUES ($1, ...), ... [RETURNING ...]`` for ``rows`` rows,
+    placeholders numbered across the rows."""
     if columns:
         cols = ", ".join(quote_ident(c) for c in columns)
-        values = ", ".join(["%s"] * len(columns))
-        sql = f"INSERT INTO {table} ({cols}) VALUES ({values})"
+        groups = [
+            "(" + ", ".join(f"${1 + r * len(columns) + i}" for i in range(len(columns))) + ")"
+            for r in range(rows)
+        ]
+        sql = f"INSERT INTO {table} ({cols}) VALUES {', '.join(groups)}"
     else:
         sql = f"INSERT INTO {table} DEFAULT VALUES"
     if returning:
         sql += " RETURNING " + ", ".join(quote_ident(c) for c in returning)
     return sql
-
-
-def copy_from_sql(table: str, columns: Sequence[str]) -> str:
-    cols = ", ".join(quote_ident(c) for c in columns)
-    return f"COPY {table} ({cols}) FROM STDIN"

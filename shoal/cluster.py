@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +31,11 @@ from psycopg import sql
 
 from shoal import osuser
 from shoal.errors import ShoalError
+from shoal.multiplexer.config import new_cluster_secret
 from shoal.pgbin import PG_MAJOR, major_version, pg_bin
 
 STATE_FILE = "shoal.json"
+KEY_FILE = "cluster.key"  # the cluster's CURVE secret: every node's multiplexer proves it to the others
 LOCK_FILE = "shoal.lock"
 STATE_VERSION = 1
 HOST = "127.0.0.1"
@@ -45,6 +48,7 @@ PRELOAD = "shoal"
 # Two-phase commit of distributed transactions needs prepared transactions.
 MAX_PREPARED_TRANSACTIONS = 64
 START_TIMEOUT_S = 120
+CHANNEL_TIMEOUT_S = 60
 CONNECT_TIMEOUT_S = 10
 # sizeof(sockaddr_un.sun_path) on Linux, including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -203,9 +207,23 @@ class Cluster:
     def log_file(self, node: Node) -> Path:
         return self.node_dir(node) / "server.log"
 
+    def cluster_secret(self) -> str:
+        """The cluster's secret key, created with the cluster; readable by the servers' user only."""
+        path = self.directory / KEY_FILE
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(new_cluster_secret() + "\n")
+            tmp.chmod(0o600)
+            if self.service_user:
+                osuser.chown_to(tmp, self.service_user)
+            tmp.replace(path)
+        return path.read_text().strip()
+
     def node_settings(self, node: Node) -> dict[str, str | int]:
         """The postgresql.conf settings shoal owns (written to data/shoal.conf on every `up`)."""
         return {
+            "shoal.node_name": node.name,
+            "shoal.cluster_secret": self.cluster_secret(),
             "port": node.port,
             "listen_addresses": HOST,
             "unix_socket_directories": str(self.node_dir(node)),
@@ -270,6 +288,7 @@ class Cluster:
             for node in self.nodes:
                 self._create_extension(node, progress)
             self._join(progress)
+            self._wait_for_channels(progress)
         return list(self.nodes)
 
     def _check_new_directory(self) -> None:
@@ -426,11 +445,11 @@ class Cluster:
         for target in self.nodes:
             with connect(target) as conn:
                 has_api = conn.execute(
-                    "SELECT to_regprocedure('shoal.add_node(text,text)') IS NOT NULL"
+                    "SELECT to_regprocedure('shoal.add_node(text,text,integer)') IS NOT NULL"
                     "   AND to_regclass('shoal.nodes') IS NOT NULL").fetchone()
                 if not (has_api and has_api[0]):
                     raise ShoalError(
-                        "the installed shoal extension has no shoal.add_node(text, text) and "
+                        "the installed shoal extension has no shoal.add_node(text, text, integer) and "
                         "shoal.nodes, so the nodes cannot be joined (they are running)",
                         f"install an up-to-date extension ({INSTALL_HINT}), then `shoal down` and "
                         f"`shoal up` again")
@@ -444,6 +463,35 @@ class Cluster:
                     except psycopg.Error as exc:
                         raise ShoalError(f"shoal.add_node({node.name!r}) failed on {target.name}: "
                                          f"{_pg_message(exc)}", f"see {self.log_file(target)}") from exc
+
+    def _wait_for_channels(self, progress: Progress) -> None:
+        """Return once every node's multiplexer has its channel to every other node up, so that the
+        first query after `shoal up` does not meet a channel still connecting."""
+        if len(self.nodes) < 2:
+            return
+        deadline = time.monotonic() + CHANNEL_TIMEOUT_S
+        waiting = list(self.nodes)
+        announced = False
+        while waiting:
+            node = waiting[0]
+            try:
+                with connect(node) as conn:
+                    down = [row[0] for row in conn.execute(
+                        "SELECT peer FROM shoal.mux_stats WHERE peer <> 'total' AND state <> 'up'")]
+                    peers = conn.execute("SELECT count(*) FROM shoal.mux_stats WHERE peer <> 'total'"
+                                         ).fetchone()[0]
+                if not down and peers == len(self.nodes) - 1:
+                    waiting.pop(0)
+                    continue
+            except psycopg.Error:
+                down = ["?"]
+            if time.monotonic() > deadline:
+                raise ShoalError(f"the multiplexer of {node.name} has no channel to {', '.join(down)}",
+                                 f"see {self.log_file(node)}; `shoal status` shows the channels")
+            if not announced:
+                progress("waiting for the multiplexers' channels")
+                announced = True
+            time.sleep(0.2)
 
     # -- down / destroy -----------------------------------------------------------------------------
 
@@ -477,6 +525,7 @@ class Cluster:
                 if self.node_dir(node).exists():  # a node whose initdb never ran has none
                     shutil.rmtree(self.node_dir(node))
             self.state_file.unlink()
+            (self.directory / KEY_FILE).unlink(missing_ok=True)
             (self.directory / LOCK_FILE).unlink(missing_ok=True)
         try:
             self.directory.rmdir()

@@ -18,19 +18,22 @@ COMMENT ON FOREIGN DATA WRAPPER shoal_fdw IS
 CREATE TABLE node (
     name     text PRIMARY KEY CHECK (name ~ '^[a-z_][a-z0-9_]*$'),
     conninfo text NOT NULL,
+    -- where its multiplexer listens; NULL: its PostgreSQL port + 1000 (shoal.mux_port's default)
+    mux_port int CHECK (mux_port BETWEEN 1 AND 65535),
     added_at timestamptz NOT NULL DEFAULT now()
 );
 
 CREATE VIEW nodes AS
-    SELECT name, conninfo, added_at FROM shoal.node ORDER BY name;
+    SELECT name, conninfo, mux_port, added_at FROM shoal.node ORDER BY name;
 
-CREATE FUNCTION add_node(name text, conninfo text) RETURNS void
+CREATE FUNCTION add_node(name text, conninfo text, mux_port int DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     IF conninfo IS NULL OR btrim(conninfo) = '' THEN
         RAISE EXCEPTION 'conninfo of node "%" must not be empty', name;
     END IF;
-    INSERT INTO shoal.node (name, conninfo) VALUES (add_node.name, add_node.conninfo);
+    INSERT INTO shoal.node (name, conninfo, mux_port)
+        VALUES (add_node.name, add_node.conninfo, add_node.mux_port);
 EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'node "%" already exists', add_node.name
         USING HINT = 'Remove it first with shoal.remove_node(), or choose another name.';
@@ -47,5 +50,18 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION add_node(text, text), remove_node(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION add_node(text, text, int), remove_node(text) FROM PUBLIC;
 GRANT SELECT ON nodes TO PUBLIC;
+
+-- The multiplexer's health, per peer (the Python client module asks the local multiplexer).
+CREATE FUNCTION mux_stats_json() RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'shoal_mux_stats_json' LANGUAGE C VOLATILE;
+
+CREATE VIEW mux_stats AS
+    SELECT * FROM jsonb_to_recordset(shoal.mux_stats_json()) AS s(
+        peer text, state text, msgs_in bigint, msgs_out bigint, bytes_in bigint, bytes_out bigint,
+        jobs_in_flight int, jobs_queued int, workers_busy int, workers int,
+        latency_p50_us float8, latency_p95_us float8, latency_p99_us float8);
+
+GRANT EXECUTE ON FUNCTION mux_stats_json() TO PUBLIC;
+GRANT SELECT ON mux_stats TO PUBLIC;

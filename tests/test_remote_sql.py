@@ -36,19 +36,14 @@ def test_select_without_columns_keeps_one_row_per_row() -> None:
     assert remote_sql.select_sql('"t"', [], Quals()) == 'SELECT FROM "t"'
 
 
-def test_bind_params_leaves_literals_and_identifiers_alone() -> None:
-    sql = """(name = '$1 is not a parameter') AND ("$2" = $2) AND (x = $1)"""
-    bound = remote_sql.bind_params(sql, ["one", 2], lambda i, v: f"<{i}:{v}>")
-    assert bound == """(name = '$1 is not a parameter') AND ("$2" = <2:2>) AND (x = <1:one>)"""
-
-
-def test_bind_params_refuses_a_missing_value() -> None:
-    with pytest.raises(ValueError, match=r"\$3"):
-        remote_sql.bind_params("a = $3", [1], lambda i, v: "x")
-
-
 def test_insert_with_returning() -> None:
     assert remote_sql.insert_sql('"t"', ["a", "b"], returning=["a", "b", "c"]) == (
-        'INSERT INTO "t" ("a", "b") VALUES (%s, %s) RETURNING "a", "b", "c"'
+        'INSERT INTO "t" ("a", "b") VALUES ($1, $2) RETURNING "a", "b", "c"'
     )
     assert remote_sql.insert_sql('"t"', []) == 'INSERT INTO "t" DEFAULT VALUES'
+
+
+def test_multi_row_insert_numbers_parameters_across_rows() -> None:
+    assert remote_sql.insert_sql('"t"', ["a", "b"], rows=3) == (
+        'INSERT INTO "t" ("a", "b") VALUES ($1, $2), ($3, $4), ($5, $6)'
+    )

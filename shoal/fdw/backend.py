@@ -46,3 +46,13 @@ def check_interrupts() -> None:
 def log(level: str, message: str) -> None:
     """Write to the server log (debug, log, info, notice or warning)."""
     _require().log(level, message)
+
+
+def setting(name: str) -> str | None:
+    """A server setting (GUC) by name, None if it does not exist."""
+    return _require().setting(name)
+
+
+def current_role() -> str:
+    """The role whose privileges apply now (current_user)."""
+    return _require().current_role()

@@ -2,8 +2,9 @@
 
 The server names the node (``OPTIONS (node 'n2')``, a name in ``shoal.nodes``); the table may name
 the remote ``schema_name`` and ``table_name`` (default: the local ones), and a column its remote
-``column_name``.  Every shippable qual, the sort and the limit are pushed down, and rows come back
-as binary COPY data for the extension's fast path: local column types must match the remote ones.
+``column_name``.  Every shippable qual, the sort and the limit are pushed down; statements travel
+through the node's multiplexer and rows come back as binary tuple data for the extension's fast
+path, so local column types must match the remote ones.
 """
 
 from __future__ import annotations
@@ -11,19 +12,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from shoal.fdw import backend
-from shoal.fdw.convert import to_text
+from shoal.fdw import backend, transport
 from shoal.fdw.handler import ForeignDataWrapper
-from shoal.fdw.peer import Peer, RemoteStream, existing_peer, peer
 from shoal.fdw.quals import ColumnDefinition, Quals, SortKey
+from shoal.multiplexer.client import Stream
+from shoal.multiplexer.protocol import decode_text_tuples
 from shoal.planner import remote_sql
 
 _SHIPPABLE_COLLATIONS = (None, "default", "C", "POSIX")
-_type_names: dict[int, str] = {}
 
 
 class RemotePartition(ForeignDataWrapper):
-    """Reads and inserts rows of a table on another shoal node."""
+    """Reads and writes rows of a table on another shoal node."""
 
     exact_quals = True
     batch_size = 200
@@ -36,19 +36,18 @@ class RemotePartition(ForeignDataWrapper):
         if any(name != remote for name, remote in self._remote_name.items()):
             self.exact_quals = False
         self._table: str | None = None
-        self._serializable = False
         self._rows_estimate: float | None = None
-        self._pending: list[dict[str, Any]] = []
+        self._writes: list[Stream] = []  # batches sent, checked at the end of the statement
 
     # -- where the table is -------------------------------------------------------------------
 
-    def _peer(self) -> Peer:
+    def _node(self) -> str:
         if not self.node:
             raise ValueError(
                 "this foreign table's server names no node: add OPTIONS (node '...'), "
                 "or a wrapper option for a Python handler"
             )
-        return peer(self.node)
+        return self.node
 
     def _table_sql(self) -> str:
         if self._table is None:
@@ -88,11 +87,15 @@ class RemotePartition(ForeignDataWrapper):
 
     def get_rel_size(self, quals: Quals, columns: list[str]) -> tuple[float, int]:
         if self._rows_estimate is None:
-            rows = self._peer().execute(
-                "SELECT greatest(c.reltuples, 0) FROM pg_catalog.pg_class c WHERE c.oid = %s::regclass",
-                (self._table_sql(),),
+            stream = transport.run(
+                self._node(),
+                "SELECT greatest(c.reltuples, 0)::text FROM pg_catalog.pg_class c "
+                "WHERE c.oid = $1::regclass",
+                [25], [self._table_sql()], write=False,
             )
+            rows = decode_text_tuples(b"".join(stream))
             self._rows_estimate = float(rows[0][0]) if rows and rows[0][0] else 1000.0
+            self._rows_estimate = self._rows_estimate or 1000.0
         rows = self._rows_estimate
         for qual in quals:
             if qual.operator == "=" and qual.value is not None:  # a ParamValue counts: a lookup
@@ -121,108 +124,77 @@ class RemotePartition(ForeignDataWrapper):
         sortkeys: list[SortKey] | None = None,
         limit: int | None = None,
         offset: int | None = None,
-    ) -> Iterator[bytes | memoryview]:
-        node = self._peer()
-        node.ensure(self._serializable)
-        self._flush()
-        sql = remote_sql.bind_params(
-            self._select(quals, columns, sortkeys, limit),
-            quals.params,
-            lambda i, value: _literal(value, quals.param_types[i - 1]),
-        )
-        return _read(node.stream(sql))
+    ) -> Iterator[bytes]:
+        self._check_writes()
+        if not self.exact_quals:
+            params, types = [], []
+        else:
+            params, types = transport.params_as_text(quals.params, quals.param_types), quals.param_types
+        stream = transport.run(self._node(), self._select(quals, columns, sortkeys, limit), types, params,
+                               write=False)
+        return _read(stream)
 
     def explain(self, quals, columns, sortkeys=None, limit=None, offset=None, verbose=False):
         return {"Node": self.node or "", "Remote SQL": self._select(quals, columns, sortkeys, limit)}
 
     # -- writes -------------------------------------------------------------------------------
 
-    def insert(self, values: dict[str, Any]) -> dict[str, Any]:
-        node = self._peer()
-        node.ensure(self._serializable)
-        self._flush()
+    def insert(self, values: dict[str, Any]) -> bytes:
+        """One row, with RETURNING of the row as stored: binary tuple data the extension decodes."""
         names = list(values)
         everything = list(self.columns)
         sql = remote_sql.insert_sql(
-            self._table_sql(), self._remote_columns(names), returning=self._remote_columns(everything)
+            self._table_sql(), self._remote_columns(names), returning=self._remote_columns(everything),
         )
-        row = node.execute(sql, self._as_text(values, names))[0]
-        return dict(zip(everything, row, strict=True))
-
-    def _as_text(self, values: dict[str, Any], names: list[str]) -> list[str | None]:
-        """Values in their types' input syntax: the remote parses them as the local server would."""
-        return [
-            None if values[n] is None else to_text(values[n], self.columns[n].type_oid) for n in names
-        ]
+        types = [self.columns[n].type_oid for n in names]
+        params = transport.params_as_text([values[n] for n in names], types)
+        stream = transport.run(self._node(), sql, types, params, write=True)
+        return b"".join(stream)
 
     def bulk_insert(self, rows: list[dict[str, Any]]) -> None:
-        self._pending.extend(rows)
-        if len(self._pending) >= 10 * self.batch_size:
-            self._flush()
+        """A batch as one multi-row INSERT, sent without waiting (checked at end of statement)."""
+        names = list(rows[0])
+        types = [self.columns[n].type_oid for n in names]
+        sql = remote_sql.insert_sql(
+            self._table_sql(), self._remote_columns(names), rows=len(rows)
+        )
+        params: list[str | None] = []
+        for row in rows:
+            params.extend(transport.params_as_text([row[n] for n in names], types))
+        self._writes.append(transport.run(self._node(), sql, types * len(rows), params, write=True))
 
     def end_modify(self) -> None:
-        self._flush()
+        self._check_writes()
 
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        rows, self._pending = self._pending, []
-        node = self._peer()
-        node.ensure(self._serializable)
-        node.settle()
-        names = list(rows[0])
-        with node._guard(), node.conn.cursor() as cur:
-            with cur.copy(remote_sql.copy_from_sql(self._table_sql(), self._remote_columns(names))) as copy:
-                for row in rows:
-                    copy.write_row(self._as_text(row, names))
+    def _check_writes(self) -> None:
+        writes, self._writes = self._writes, []
+        for stream in writes:
+            stream.wait()
 
     # -- transactions -------------------------------------------------------------------------
 
     def begin(self, serializable: bool) -> None:
-        self._serializable = serializable
+        transport.begin(serializable)
 
     def pre_commit(self) -> None:
-        self._flush()
-        existing = existing_peer(self.node) if self.node else None
-        if existing is not None:
-            existing.commit()
+        self._check_writes()
+        transport.commit()
 
     def rollback(self) -> None:
-        self._pending = []
-        existing = existing_peer(self.node) if self.node else None
-        if existing is not None:
-            existing.rollback()
+        self._writes = []
+        transport.rollback()
 
     def sub_commit(self, level: int) -> None:
-        self._flush()
-        existing = existing_peer(self.node) if self.node else None
-        if existing is not None and not existing.broken:
-            existing.release(level)
+        self._check_writes()
+        transport.release(level)
 
     def sub_rollback(self, level: int) -> None:
-        self._pending = []
-        existing = existing_peer(self.node) if self.node else None
-        if existing is not None and not existing.broken:
-            existing.rollback_to(level)
+        self._writes = []
+        transport.rollback_to(level)
 
 
-def _read(stream: RemoteStream) -> Iterator[bytes | memoryview]:
+def _read(stream: Stream) -> Iterator[bytes]:
     try:
         yield from stream
     finally:
-        stream.close()
-
-
-def _literal(value: Any, type_oid: int) -> str:
-    """A run-time value as a typed SQL literal (COPY cannot take parameters)."""
-    if value is None:
-        return f"NULL::{_type_name(type_oid)}"
-    return f"{remote_sql.quote_literal(to_text(value, type_oid))}::{_type_name(type_oid)}"
-
-
-def _type_name(type_oid: int) -> str:
-    name = _type_names.get(type_oid)
-    if name is None:
-        name = backend.query("SELECT pg_catalog.format_type($1::oid, NULL)", type_oid)[0][0]
-        _type_names[type_oid] = name
-    return name
+        stream.cancel()

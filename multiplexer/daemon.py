@@ -1,0 +1,651 @@
+"""The multiplexer of one node: a background worker started (and restarted) by PostgreSQL.
+
+It moves messages and does nothing else.  Backends and workers of this node reach it on a Unix
+socket; the other nodes' multiplexers on one authenticated TCP channel each.  A request from a
+backend goes to the destination node's multiplexer, which hands it to an idle worker (or to the
+worker that holds the request's transaction); the worker's answers travel back the same way.
+Whatever is pending for one destination leaves in one frame per loop turn.
+
+Failure handling lives here too: a peer that falls silent fails the requests waiting on it, a
+worker or a backend that dies has its work cancelled, a malformed frame is counted and dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+from zmq.utils import z85
+
+from shoal.multiplexer import protocol
+from shoal.multiplexer.config import MuxConfig
+from shoal.multiplexer.peers import (
+    HEARTBEAT_S,
+    NODES_SQL,
+    Channel,
+    NodeAddress,
+    node_address,
+)
+from shoal.multiplexer.protocol import Kind, ProtocolError
+from shoal.multiplexer.stats import Snapshot
+
+log = logging.getLogger("shoal.multiplexer")
+
+POLL_MS = 100  # also how quickly a shutdown request is noticed
+BATCH_LIMIT = 2000  # frames read from one socket per turn, so that no socket starves the others
+REFRESH_NODES_S = 5.0
+LIVENESS_S = 1.0
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+
+JobKey = tuple[str, bytes, int]  # (origin node, client routing id, request)
+
+
+def _error(sqlstate: str, message: str, hint: str | None = None) -> bytes:
+    return protocol.encode_error(sqlstate, message, None, hint)
+
+
+@dataclass
+class Worker:
+    ident: bytes
+    pid: int
+    job: JobKey | None = None
+    xact: str | None = None  # the distributed transaction this worker holds open
+    out: list = field(default_factory=list)
+
+
+@dataclass
+class Outbound:
+    """A request of one of our backends, on its way to (or answered by) another node."""
+
+    node: str
+    sent: float
+    answered: bool = False
+
+
+class Multiplexer:
+    def __init__(self, config: MuxConfig, read_catalog, check_interrupts) -> None:
+        self.config = config
+        self.me = config.node
+        self._read_catalog = read_catalog  # (sql) -> list of text rows
+        self._check_interrupts = check_interrupts
+        self.ctx = zmq.Context.instance()
+        self.poller = zmq.Poller()
+        self.channels: dict[str, Channel] = {}
+        self.workers: dict[bytes, Worker] = {}
+        self.idle: deque[bytes] = deque()
+        self.queue: deque[list] = deque()  # QUERY messages waiting for any worker
+        self.xact_worker: dict[str, bytes] = {}  # sticky transactions
+        self.xact_queue: dict[str, deque[list]] = {}  # jobs waiting for their transaction's worker
+        self.running: dict[JobKey, bytes] = {}  # job -> worker
+        self.outbound: dict[tuple[bytes, int], Outbound] = {}
+        self.client_xacts: dict[bytes, set[tuple[str, str]]] = {}  # client -> {(node, xact)}
+        self.client_out: dict[bytes, list] = {}
+        self.malformed = 0
+        self._next_refresh = 0.0
+        self._next_liveness = 0.0
+        self._next_heartbeat = 0.0
+        self._open_sockets()
+
+    # -- sockets ----------------------------------------------------------------------------------
+
+    def _open_sockets(self) -> None:
+        config = self.config
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(config.ipc_path)  # left by a multiplexer that died
+        old_umask = os.umask(0o077)  # the local socket is for this OS user only
+        try:
+            self.local = self.ctx.socket(zmq.ROUTER)
+            self.local.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self.local.setsockopt(zmq.LINGER, 0)
+            self.local.bind(config.ipc_endpoint)
+        finally:
+            os.umask(old_umask)
+        os.chmod(config.ipc_path, 0o600)
+        self.poller.register(self.local, zmq.POLLIN)
+
+        self.inbound = None
+        self.zap = None
+        if config.secret is None:
+            log.warning("shoal.cluster_secret is not set: this node accepts no peer channel")
+        else:
+            # ZAP: only a holder of the cluster's secret key proves the cluster's public key.
+            self.zap = self.ctx.socket(zmq.REP)
+            self.zap.bind(ZAP_ENDPOINT)
+            self.poller.register(self.zap, zmq.POLLIN)
+            self.inbound = self.ctx.socket(zmq.ROUTER)
+            self.inbound.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self.inbound.setsockopt(zmq.LINGER, 0)
+            self.inbound.curve_server = True
+            self.inbound.curve_secretkey = config.secret
+            self.inbound.curve_publickey = config.public
+            self.inbound.setsockopt(zmq.ZAP_DOMAIN, b"shoal")
+            self.inbound.bind(f"tcp://{config.listen_host}:{config.mux_port}")
+            self.poller.register(self.inbound, zmq.POLLIN)
+
+        self.metrics = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.metrics.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.metrics.bind(("127.0.0.1", config.metrics_port))
+        self.metrics.listen(8)
+        self.metrics.setblocking(False)
+        self.poller.register(self.metrics.fileno(), zmq.POLLIN)
+
+    def _connect(self, address: NodeAddress) -> Any:
+        dealer = self.ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt_string(zmq.ROUTING_ID, self.me)
+        dealer.setsockopt(zmq.RECONNECT_IVL, 200)
+        dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        # Never queue for a peer that is not connected: a request must fail now, not run later.
+        dealer.setsockopt(zmq.IMMEDIATE, 1)
+        dealer.curve_serverkey = self.config.public
+        dealer.curve_publickey = self.config.public
+        dealer.curve_secretkey = self.config.secret
+        dealer.connect(address.endpoint)
+        self.poller.register(dealer, zmq.POLLIN)
+        return dealer
+
+    def _close_channel(self, channel: Channel) -> None:
+        if channel.socket is not None:
+            self.poller.unregister(channel.socket)
+            channel.socket.close(0)
+            channel.socket = None
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        log.info("multiplexer of node %s: peers on port %d, local %s, metrics on %d",
+                 self.me, self.config.mux_port, self.config.ipc_path, self.config.metrics_port)
+        while True:
+            ready = dict(self.poller.poll(POLL_MS))
+            self._check_interrupts()
+            now = time.monotonic()
+            if self.local in ready:
+                self._drain(self.local, self._from_local)
+            if self.inbound is not None and self.inbound in ready:
+                self._drain(self.inbound, self._from_inbound)
+            for channel in list(self.channels.values()):
+                if channel.socket is not None and channel.socket in ready:
+                    self._drain(channel.socket, lambda frames, c=channel: self._from_peer(c, frames[0]))
+            if self.zap is not None and self.zap in ready:
+                self._answer_zap()
+            if self.metrics.fileno() in ready:
+                self._serve_metrics()
+            self._dispatch()
+            self._periodic(now)
+            self._flush()
+
+    def _drain(self, sock: Any, handle) -> None:
+        for _ in range(BATCH_LIMIT):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            handle(frames)
+
+    def _unpack(self, frame: bytes, source: str) -> list:
+        try:
+            return protocol.unpack(frame)
+        except ProtocolError as exc:
+            self.malformed += 1
+            if self.malformed <= 10 or self.malformed % 1000 == 0:
+                log.warning("dropped a malformed frame from %s (%d so far): %s", source, self.malformed, exc)
+            return []
+
+    # -- from this node's backends and workers ----------------------------------------------------
+
+    def _from_local(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self.malformed += 1
+            return
+        ident, frame = frames
+        worker = self.workers.get(ident)
+        for msg in self._unpack(frame, "a local process"):
+            if worker is not None:
+                self._from_worker(worker, msg)
+            else:
+                self._from_client(ident, msg)
+
+    def _from_client(self, client: bytes, msg: list) -> None:
+        kind, node, _, req, xact, payload = msg
+        if kind == Kind.HELLO:
+            worker = Worker(client, req)
+            self.workers[client] = worker
+            self.idle.append(client)
+            log.info("worker pid %d ready", req)
+            return
+        if kind == Kind.STATS:
+            self._to_client(client, [Kind.STATS, self.me, b"", req, None, self.snapshot().to_json()])
+            return
+        if kind == Kind.QUERY and xact is not None:
+            self.client_xacts.setdefault(client, set()).add((node, xact))
+        if node == self.me or not node:
+            if kind == Kind.PING:
+                self._to_client(client, [Kind.PONG, self.me, b"", req, None, payload])
+            else:
+                self._serve([kind, self.me, client, req, xact, payload])
+            return
+        channel = self._channel(node)
+        now = time.monotonic()
+        if channel is None or not channel.accepts_requests(now):
+            if kind in (Kind.QUERY, Kind.PING) and channel is None:
+                self._to_client(client, [Kind.ERROR, node, b"", req, None,
+                                         _error("42704", f'node "{node}" is not in shoal.nodes',
+                                                "Add it with shoal.add_node().")])
+            elif kind in (Kind.QUERY, Kind.PING):
+                self._to_client(client, [Kind.ERROR, node, b"", req, None,
+                                         _error("08006", f'node "{node}" is unreachable',
+                                                "Check that the node runs and that its multiplexer "
+                                                "is reachable (shoal status).")])
+            return
+        if kind in (Kind.QUERY, Kind.PING):
+            self.outbound[(client, req)] = Outbound(node, now)
+        elif kind == Kind.CANCEL:
+            self.outbound.pop((client, req), None)
+        channel.out.append([kind, self.me, client, req, xact, payload])
+
+    def _from_worker(self, worker: Worker, msg: list) -> None:
+        kind, origin, client, req, xact, payload = msg
+        if kind not in (Kind.DATA, Kind.DONE, Kind.ERROR):
+            self.malformed += 1
+            return
+        if kind != Kind.DATA:
+            # the job is over; the worker keeps the transaction it still holds (xact), if any
+            self.running.pop((origin, client, req), None)
+            worker.job = None
+            if worker.xact is not None and xact is None:
+                self.xact_worker.pop(worker.xact, None)
+                waiting = self.xact_queue.pop(worker.xact, None)
+                if waiting:  # jobs of a finished transaction: a new one, any worker may serve it
+                    self.queue.extendleft(reversed(waiting))
+            worker.xact = xact
+            if xact is not None:
+                self.xact_worker[xact] = worker.ident
+            else:
+                self.idle.append(worker.ident)
+        self._answer(origin, client, [kind, origin, client, req, None, payload])
+
+    def _answer(self, origin: str, client: bytes, msg: list) -> None:
+        """Send a worker's (or our own) answer towards the backend that asked."""
+        if origin == self.me:
+            key = (client, msg[3])
+            self._to_client(client, msg)
+            return self._forget_outbound(key, msg[0])
+        channel = self.channels.get(origin)
+        if channel is not None:
+            channel.out.append(msg)
+
+    # -- from other nodes -------------------------------------------------------------------------
+
+    def _from_inbound(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self.malformed += 1
+            return
+        ident, frame = frames
+        name = ident.decode(errors="replace")
+        channel = self.channels.get(name)
+        if channel is None:
+            self._refresh_nodes(force=True)
+            channel = self.channels.get(name)
+        if channel is None:
+            self.malformed += 1
+            log.warning("a peer calling itself %r is not in shoal.nodes; dropped", name)
+            return
+        self._from_peer(channel, frame)
+
+    def _from_peer(self, channel: Channel, frame: bytes) -> None:
+        now = time.monotonic()
+        if channel.heard(now):
+            log.info("channel to %s is up", channel.name)
+        channel.stats.bytes_in += len(frame)
+        messages = self._unpack(frame, f"node {channel.name}")
+        channel.stats.msgs_in += len(messages)
+        for msg in messages:
+            kind = msg[0]
+            if kind in (Kind.DATA, Kind.DONE, Kind.ERROR, Kind.PONG):
+                if msg[1] != self.me:
+                    self.malformed += 1
+                    continue
+                key = (msg[2], msg[3])
+                pending = self.outbound.get(key)
+                if pending is not None and not pending.answered:
+                    pending.answered = True
+                    channel.stats.latencies.append((now - pending.sent) * 1e6)
+                self._to_client(msg[2], [kind, channel.name, b"", msg[3], None, msg[5]])
+                self._forget_outbound(key, kind)
+            elif kind == Kind.PING:
+                channel.out.append([Kind.PONG, msg[1], msg[2], msg[3], None, msg[5]])
+            elif kind == Kind.HEARTBEAT:
+                pass
+            elif msg[1] != channel.name:
+                self.malformed += 1  # a peer may only speak for itself
+            else:
+                self._serve(msg)
+
+    def _forget_outbound(self, key: tuple[bytes, int], kind: int) -> None:
+        if kind in (Kind.DONE, Kind.ERROR, Kind.PONG):
+            self.outbound.pop(key, None)
+
+    # -- serving jobs on this node's workers ------------------------------------------------------
+
+    def _serve(self, msg: list) -> None:
+        kind, origin, client, req, xact, payload = msg
+        key = (origin, client, req)
+        if kind == Kind.QUERY:
+            if xact is not None and xact in self.xact_worker:
+                self.xact_queue.setdefault(xact, deque()).append(msg)
+            else:
+                self.queue.append(msg)
+        elif kind in (Kind.ACK, Kind.CANCEL):
+            ident = self.running.get(key)
+            if ident is not None:
+                worker = self.workers[ident]
+                worker.out.append(msg)
+                if kind == Kind.CANCEL:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(worker.pid, signal.SIGINT)
+            elif kind == Kind.CANCEL:
+                self._drop_queued(key)
+
+    def _drop_queued(self, key: JobKey) -> None:
+        for queue in (self.queue, *self.xact_queue.values()):
+            for msg in list(queue):
+                if (msg[1], msg[2], msg[3]) == key:
+                    queue.remove(msg)
+                    self._answer(key[0], key[1], [Kind.ERROR, key[0], key[1], key[2], None,
+                                                  _error("57014", "canceling statement due to user request")])
+
+    def _dispatch(self) -> None:
+        # jobs of open transactions go to their worker once it is free
+        for xact, waiting in list(self.xact_queue.items()):
+            ident = self.xact_worker.get(xact)
+            worker = self.workers.get(ident) if ident else None
+            if worker is None:
+                self.xact_queue.pop(xact)
+                for msg in waiting:
+                    self._fail_job(msg, "the worker holding this transaction is gone")
+                continue
+            if worker.job is None and waiting:
+                self._start(worker, waiting.popleft())
+            if not waiting:
+                self.xact_queue.pop(xact, None)
+        while self.queue and self.idle:
+            ident = self.idle.popleft()
+            worker = self.workers.get(ident)
+            if worker is None or worker.job is not None or worker.xact is not None:
+                continue
+            msg = self.queue.popleft()
+            xact = msg[4]
+            if xact is not None and xact in self.xact_worker:
+                self.idle.appendleft(ident)
+                self.xact_queue.setdefault(xact, deque()).append(msg)
+                continue
+            self._start(worker, msg)
+
+    def _start(self, worker: Worker, msg: list) -> None:
+        key = (msg[1], msg[2], msg[3])
+        worker.job = key
+        if msg[4] is not None:
+            worker.xact = msg[4]
+            self.xact_worker[msg[4]] = worker.ident
+        self.running[key] = worker.ident
+        worker.out.append(msg)
+
+    def _fail_job(self, msg: list, why: str) -> None:
+        self._answer(msg[1], msg[2], [Kind.ERROR, msg[1], msg[2], msg[3], None, _error("08006", why)])
+
+    # -- periodic work ----------------------------------------------------------------------------
+
+    def _periodic(self, now: float) -> None:
+        if now >= self._next_refresh:
+            self._next_refresh = now + REFRESH_NODES_S
+            self._refresh_nodes()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + HEARTBEAT_S
+            for channel in self.channels.values():
+                channel.out.append([Kind.HEARTBEAT, self.me, b"", 0, None, b""])
+        if now >= self._next_liveness:
+            self._next_liveness = now + LIVENESS_S
+            self._check_peers(now)
+            self._check_workers()
+            self._check_clients()
+
+    def _channel(self, node: str) -> Channel | None:
+        channel = self.channels.get(node)
+        if channel is None:
+            self._refresh_nodes(force=True)
+            channel = self.channels.get(node)
+        return channel
+
+    def _refresh_nodes(self, force: bool = False) -> None:
+        try:
+            rows = self._read_catalog(NODES_SQL)
+        except Exception as exc:  # the extension may not be created yet
+            if force:
+                log.debug("cannot read shoal.node: %s", exc)
+            return
+        wanted = {}
+        for name, conninfo, mux_port in rows:
+            if name == self.me:
+                continue
+            try:
+                wanted[name] = node_address(name, conninfo, mux_port)
+            except (ValueError, TypeError) as exc:
+                log.warning("node %s has an unusable address: %s", name, exc)
+        for name in set(self.channels) - set(wanted):
+            channel = self.channels.pop(name)
+            self._peer_lost(channel, "was removed from shoal.nodes")
+            self._close_channel(channel)
+        for name, address in wanted.items():
+            channel = self.channels.get(name)
+            if channel is not None and channel.address == address:
+                continue
+            if channel is not None:
+                self._close_channel(channel)
+            channel = Channel(address)
+            if self.config.secret is not None and self.me and self.me < name:
+                channel.socket = self._connect(address)
+            self.channels[name] = channel
+
+    def _check_peers(self, now: float) -> None:
+        for channel in self.channels.values():
+            if channel.silent_too_long(now):
+                channel.state = "down"
+                log.warning("channel to %s is down (silent for %.1f s)",
+                            channel.name, now - channel.last_heard)
+                self._peer_lost(channel, "is unreachable")
+
+    def _peer_lost(self, channel: Channel, why: str) -> None:
+        """Fail our requests waiting on the peer, and stop the work it asked of us."""
+        for (client, req), pending in list(self.outbound.items()):
+            if pending.node == channel.name:
+                del self.outbound[(client, req)]
+                self._to_client(client, [Kind.ERROR, channel.name, b"", req, None,
+                                         _error("08006", f'node "{channel.name}" {why}',
+                                                "The statement was aborted; retry once the node is back.")])
+        for key in [k for k in self.running if k[0] == channel.name]:
+            self._cancel_running(key)
+        self._drop_jobs_of(lambda msg: msg[1] == channel.name)
+        channel.out.clear()
+
+    def _cancel_running(self, key: JobKey) -> None:
+        ident = self.running.get(key)
+        worker = self.workers.get(ident) if ident else None
+        if worker is None:
+            return
+        worker.out.append([Kind.CANCEL, key[0], key[1], key[2], None, b""])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGINT)
+        if worker.xact is not None:  # its transaction cannot finish: abort it afterwards
+            worker.out.append([Kind.QUERY, self.me, b"", 0, worker.xact, protocol.encode_job("rollback")])
+
+    def _drop_jobs_of(self, match) -> None:
+        for queue in (self.queue, *self.xact_queue.values()):
+            for msg in [m for m in queue if match(m)]:
+                queue.remove(msg)
+
+    def _check_workers(self) -> None:
+        for ident, worker in list(self.workers.items()):
+            try:
+                os.kill(worker.pid, 0)
+                continue
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            log.warning("worker pid %d died", worker.pid)
+            del self.workers[ident]
+            if worker.job is not None:
+                self.running.pop(worker.job, None)
+                origin, client, req = worker.job
+                self._answer(origin, client, [Kind.ERROR, origin, client, req, None,
+                                              _error("08006", "the shoal worker running this request died")])
+            if worker.xact is not None:
+                self.xact_worker.pop(worker.xact, None)
+
+    def _check_clients(self) -> None:
+        """Cancel the work of backends that exited (a client's routing id is its pid)."""
+        clients = {client for client, _ in self.outbound} | {k[1] for k in self.running if k[0] == self.me}
+        clients |= set(self.client_xacts)
+        for client in clients:
+            if len(client) != 4:
+                continue
+            pid = int.from_bytes(client, "big")
+            try:
+                os.kill(pid, 0)
+                continue
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            for (c, req), pending in list(self.outbound.items()):
+                if c == client:
+                    del self.outbound[(c, req)]
+                    channel = self.channels.get(pending.node)
+                    if channel is not None:
+                        channel.out.append([Kind.CANCEL, self.me, client, req, None, b""])
+            for key in [k for k in self.running if k[0] == self.me and k[1] == client]:
+                self._cancel_running(key)
+            for node, xact in self.client_xacts.pop(client, ()):
+                abort = [Kind.QUERY, self.me, client, 0, xact, protocol.encode_job("rollback")]
+                if node == self.me:
+                    self._serve(abort)
+                elif node in self.channels:
+                    self.channels[node].out.append(abort)
+            self.client_out.pop(client, None)
+
+    # -- output -----------------------------------------------------------------------------------
+
+    def _to_client(self, client: bytes, msg: list) -> None:
+        self.client_out.setdefault(client, []).append(msg)
+
+    def _flush(self) -> None:
+        for client, messages in self.client_out.items():
+            self._send_local(client, messages)
+        self.client_out.clear()
+        for worker in self.workers.values():
+            if worker.out:
+                self._send_local(worker.ident, worker.out)
+                worker.out = []
+        for channel in self.channels.values():
+            if not channel.out:
+                continue
+            batch, channel.out = channel.out, []
+            frame = protocol.pack(batch)
+            try:
+                if channel.socket is not None:
+                    channel.socket.send(frame, zmq.NOBLOCK)
+                elif self.inbound is not None:
+                    self.inbound.send_multipart([channel.name.encode(), frame], zmq.NOBLOCK)
+                else:
+                    raise zmq.ZMQError(zmq.EHOSTUNREACH)
+            except zmq.ZMQError:
+                if channel.accepts_requests(time.monotonic()) and channel.state == "connecting":
+                    channel.out = batch + channel.out  # not connected yet: retry next turn
+                else:
+                    self._undeliverable(channel, batch)
+                continue
+            channel.stats.msgs_out += len(batch)
+            channel.stats.bytes_out += len(frame)
+
+    def _undeliverable(self, channel: Channel, batch: list) -> None:
+        """The peer is not connected: our backends' requests in the batch fail now."""
+        for msg in batch:
+            if msg[0] in (Kind.QUERY, Kind.PING) and msg[1] == self.me:
+                self.outbound.pop((msg[2], msg[3]), None)
+                self._send_local(msg[2], [[Kind.ERROR, channel.name, b"", msg[3], None,
+                                           _error("08006", f'node "{channel.name}" is unreachable',
+                                                  "Check that the node runs (shoal status).")]])
+
+    def _send_local(self, ident: bytes, messages: list) -> None:
+        try:
+            self.local.send_multipart([ident, protocol.pack(messages)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the process is gone; the liveness checks clean up after it
+
+    # -- authentication and observability ---------------------------------------------------------
+
+    def _answer_zap(self) -> None:
+        """ZeroMQ's authentication handshake: admit a peer that proved the cluster's key."""
+        frames = self.zap.recv_multipart()
+        version, request_id = frames[0], frames[1]
+        mechanism = frames[5] if len(frames) > 5 else b""
+        key = frames[6] if len(frames) > 6 else b""
+        public = self.config.public
+        ok = mechanism == b"CURVE" and public is not None and key == z85.decode(public)
+        if not ok:
+            log.warning("refused a peer connection: it could not prove the cluster key")
+        self.zap.send_multipart([version, request_id, b"200" if ok else b"400",
+                                 b"OK" if ok else b"not a member of this cluster", b"", b""])
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            node=self.me,
+            peers={name: (c.state, c.stats) for name, c in self.channels.items()},
+            jobs_in_flight=len(self.running),
+            jobs_queued=len(self.queue) + sum(len(q) for q in self.xact_queue.values()),
+            workers_busy=sum(1 for w in self.workers.values() if w.job is not None),
+            workers=len(self.workers),
+            malformed=self.malformed,
+        )
+
+    def _serve_metrics(self) -> None:
+        try:
+            conn, _ = self.metrics.accept()
+        except BlockingIOError:
+            return
+        with conn:
+            conn.settimeout(0.5)
+            with contextlib.suppress(OSError):
+                conn.recv(4096)
+                body = self.snapshot().to_prometheus().encode()
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def main() -> None:
+    """The background worker's entry point (called by the extension)."""
+    import _shoal_pg
+
+    from shoal.multiplexer import config as mux_config
+
+    logging.basicConfig(level=logging.INFO, format="shoal multiplexer: %(message)s")
+
+    def read_catalog(sql: str) -> list[tuple]:
+        chunks: list[bytes] = []
+        _shoal_pg.execute(sql, [], [], False, None, chunks.append)
+        return protocol.decode_text_tuples(b"".join(chunks))
+
+    mux = Multiplexer(mux_config.load(_shoal_pg.setting), read_catalog, _shoal_pg.check_interrupts)
+    try:
+        mux.run()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(mux.config.ipc_path)

@@ -1,0 +1,136 @@
+"""A backend's work on other nodes, through its node's multiplexer, and its transactions there.
+
+A read outside a remote transaction runs on any worker of the other node, in a transaction of
+its own.  Once the local transaction writes on a node it holds a transaction block there, on one
+worker, which then serves the transaction's reads of that node too (they see its writes).
+Savepoints follow the local ones; the blocks commit in the local pre-commit and roll back with
+the local abort.  (Committing several nodes atomically, and one snapshot across nodes, are the
+distributed-transaction layer's job; this module commits each node in one phase.)
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoal.fdw import backend
+from shoal.fdw.convert import to_text
+from shoal.multiplexer import client as mux
+from shoal.multiplexer.client import RemoteError, Stream
+from shoal.multiplexer.protocol import encode_job
+
+
+@dataclass
+class _LocalTransaction:
+    key: str
+    serializable: bool = False
+    depth: dict[str, int] = field(default_factory=dict)  # node -> remote nesting (1: block open)
+    pending: list[Stream] = field(default_factory=list)  # control jobs sent, not yet confirmed
+
+
+_current: _LocalTransaction | None = None
+
+
+def _transaction() -> _LocalTransaction:
+    global _current
+    if _current is None:
+        me = backend.setting("shoal.node_name") or "node"
+        _current = _LocalTransaction(f"{me}:{uuid.uuid4().hex}")
+    return _current
+
+
+def begin(serializable: bool) -> None:
+    """A handler joined the local transaction (its isolation decides the remote ones')."""
+    _transaction().serializable = serializable
+
+
+def params_as_text(values: list[Any], types: list[int]) -> list[str | None]:
+    """Values in their types' input syntax: the remote node parses them as this one would."""
+    return [None if v is None else to_text(v, t) for v, t in zip(values, types, strict=True)]
+
+
+def run(node: str, sql: str, types: list[int], params: list[str | None], write: bool) -> Stream:
+    """Send one statement to ``node``; its result streams back (binary tuple data)."""
+    client = mux.connect()
+    xact = _transaction() if write or (_current is not None and node in _current.depth) else None
+    if xact is not None:
+        _enter(client, xact, node)
+    job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
+                     role=backend.current_role())
+    return client.request(node, job, xact.key if xact is not None else None)
+
+
+def _enter(client: mux.MuxClient, xact: _LocalTransaction, node: str) -> None:
+    """Open the block on ``node`` and the savepoints the local transaction has now (pipelined:
+    their confirmations are checked before the next commit point)."""
+    depth = xact.depth.get(node, 0)
+    if depth == 0:
+        isolation = "serializable" if xact.serializable else "repeatable read"
+        xact.pending.append(client.request(node, encode_job("begin", isolation=isolation), xact.key))
+        depth = 1
+    level = backend.nest_level()
+    while depth < level:
+        depth += 1
+        xact.pending.append(client.request(node, encode_job("savepoint", name=f"s{depth}"), xact.key))
+    xact.depth[node] = depth
+
+
+def _control(xact: _LocalTransaction, nodes: list[str], op: str, **fields: Any) -> None:
+    """Run a control job on several nodes at once and wait for all; the first error is raised."""
+    client = mux.connect()
+    streams = [client.request(node, encode_job(op, **fields), xact.key) for node in nodes]
+    first: RemoteError | None = None
+    for stream in [*xact.pending, *streams]:
+        try:
+            stream.wait()
+        except RemoteError as exc:
+            first = first or exc
+    xact.pending = []
+    if first is not None:
+        raise first
+
+
+def commit() -> None:
+    """Commit every node this transaction wrote on (the local pre-commit)."""
+    global _current
+    xact, _current = _current, None
+    if xact is None or not xact.depth:
+        return
+    _control(xact, list(xact.depth), "commit", role=backend.current_role())
+
+
+def rollback() -> None:
+    """Roll back every node this transaction wrote on (the local abort); never raises."""
+    global _current
+    xact, _current = _current, None
+    if xact is None or not xact.depth:
+        return
+    try:
+        _control(xact, list(xact.depth), "rollback")
+    except (RemoteError, TimeoutError):
+        pass  # a node that cannot roll back has lost the block already (its worker aborted it)
+
+
+def release(level: int) -> None:
+    """The local savepoint at ``level`` was released."""
+    _end_savepoint(level, "release")
+
+
+def rollback_to(level: int) -> None:
+    """The local transaction rolled back to its savepoint at ``level``."""
+    _end_savepoint(level, "rollback_to", also_release=True)
+
+
+def _end_savepoint(level: int, op: str, also_release: bool = False) -> None:
+    xact = _current
+    if xact is None:
+        return
+    nodes = [node for node, depth in xact.depth.items() if depth >= level]
+    if not nodes:
+        return
+    _control(xact, nodes, op, name=f"s{level}")
+    if also_release:
+        _control(xact, nodes, "release", name=f"s{level}")
+    for node in nodes:
+        xact.depth[node] = level - 1

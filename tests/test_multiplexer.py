@@ -1,0 +1,313 @@
+"""The multiplexer end to end on a real two-node cluster (shoal up): results through the channel,
+connection counts, cancel and timeout, a node or a worker dying, big results in bounded memory,
+strangers on the port, and the caller's privileges.  Ports 56400-56499 belong to this file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+import zmq
+
+from shoal.cluster import Cluster, Node
+from shoal.pgbin import pg_bin
+
+PORT = 56401
+MUX_OFFSET = 1000
+METRICS_OFFSET = 2000
+WORKERS = 4  # shoal.workers' default
+
+SCHEMA_N2 = """
+CREATE TABLE items (id int PRIMARY KEY, i2 int2, i8 int8, n numeric(40,10), f4 float4, f8 float8,
+    b bool, t text, vc varchar(20), c char(5), by bytea, d date, tm time, ts timestamp,
+    tstz timestamptz, iv interval, u uuid, j json, jb jsonb, arr int[], tarr text[]);
+INSERT INTO items
+SELECT i, i::int2, i * 1000000000::int8, i / 7.0, i / 3.0, i / 9.0, i % 2 = 0, 'text ' || i || ' é',
+       'vc' || i, 'c' || (i % 10), decode(md5(i::text), 'hex'), date '2024-01-01' + i,
+       time '10:00' + i * interval '1 minute', timestamp '2024-01-01' + i * interval '1 hour',
+       timestamptz '2024-01-01 00:00+02' + i * interval '1 hour', i * interval '1 day 2 hours',
+       md5(i::text)::uuid, json_build_object('i', i), jsonb_build_object('i', i, 'a', array[i, i]),
+       array[i, NULL, i + 1], array['x' || i, NULL]
+FROM generate_series(1, 300) i;
+INSERT INTO items (id) VALUES (0);  -- a row of NULLs
+CREATE VIEW slow AS SELECT id FROM items, pg_sleep(60) LIMIT 1;
+CREATE VIEW big AS SELECT g AS id, repeat('x', 20) AS pad FROM generate_series(1, 3000000) g;
+CREATE ROLE alice LOGIN;
+"""
+
+ITEM_COLUMNS = """(id int, i2 int2, i8 int8, n numeric(40,10), f4 float4, f8 float8, b bool, t text,
+    vc varchar(20), c char(5), by bytea, d date, tm time, ts timestamp, tstz timestamptz,
+    iv interval, u uuid, j json, jb jsonb, arr int[], tarr text[])"""
+
+SCHEMA_N1 = f"""
+CREATE SERVER n2 FOREIGN DATA WRAPPER shoal_fdw OPTIONS (node 'n2');
+CREATE FOREIGN TABLE items {ITEM_COLUMNS} SERVER n2;
+CREATE FOREIGN TABLE slow (id int) SERVER n2;
+CREATE FOREIGN TABLE big (id int, pad text) SERVER n2;
+CREATE ROLE alice LOGIN;
+GRANT SELECT ON items TO alice;
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[Cluster, Node, Node]]:
+    parent = Path(tempfile.mkdtemp(prefix="shoal-m-"))
+    cluster = Cluster(parent / "c")
+    try:
+        n1, n2 = cluster.up(nodes=2, port=PORT)
+        sql(n2, SCHEMA_N2)
+        sql(n1, SCHEMA_N1)
+        wait_for_channel(n1, "n2")
+        yield cluster, n1, n2
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.destroy()
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def sql(node: Node, query: str, params: tuple = (), **connect) -> list[tuple]:
+    with psycopg.connect(node.conninfo, autocommit=True, **connect) as conn:
+        cur = conn.execute(query, params or None)
+        return cur.fetchall() if cur.description else []
+
+
+def wait_for_channel(node: Node, peer: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(psycopg.Error):
+            if sql(node, "SELECT state FROM shoal.mux_stats WHERE peer = %s", (peer,)) == [("up",)]:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"the channel from {node.name} to {peer} did not come up")
+
+
+def shoal_processes(node: Node) -> dict[str, list[int]]:
+    rows = sql(node, "SELECT backend_type, pid FROM pg_stat_activity WHERE backend_type LIKE 'shoal%'")
+    found: dict[str, list[int]] = {}
+    for kind, pid in rows:
+        found.setdefault(kind, []).append(pid)
+    return found
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_every_type_comes_through_the_channel(cluster) -> None:
+    _, n1, n2 = cluster
+    query = "SELECT * FROM items ORDER BY id"
+    assert sql(n1, query) == sql(n2, query)
+    filtered = "SELECT id, t, jb, tarr FROM items WHERE id IN (3, 5, 250) AND tstz > '2024-01-01' ORDER BY id"
+    assert sql(n1, filtered) == sql(n2, filtered)
+
+
+def test_the_view_and_the_metrics_show_the_channel(cluster) -> None:
+    _, n1, _ = cluster
+    rows = sql(n1, "SELECT peer, state, msgs_out > 0, workers FROM shoal.mux_stats ORDER BY peer")
+    assert rows[0][:3] == ("n2", "up", True) and rows[-1][0] == "total"
+    assert rows[0][3] == WORKERS
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT + METRICS_OFFSET}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert 'shoal_mux_peer_up{node="n1",peer="n2"} 1' in text
+
+
+def test_one_multiplexer_and_the_pool_per_node(cluster) -> None:
+    _, n1, n2 = cluster
+    processes = shoal_processes(n2)
+    assert len(processes.get("shoal multiplexer", [])) == 1
+    assert len(processes.get("shoal worker", [])) == WORKERS
+
+
+def test_64_clients_cost_the_peer_no_backend(cluster) -> None:
+    _, n1, n2 = cluster
+    barrier = threading.Barrier(64)
+    peak = []
+
+    def client(i: int) -> int:
+        with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+            barrier.wait(timeout=60)
+            total = 0
+            for k in range(10):
+                total += conn.execute("SELECT count(*) FROM items WHERE id <= %s", (i + k,)).fetchone()[0]
+            if i == 0:
+                peak.append(sql(n2, "SELECT count(*) FROM pg_stat_activity "
+                                    "WHERE backend_type = 'client backend'"))
+            return total
+
+    with ThreadPoolExecutor(64) as pool:
+        results = list(pool.map(client, range(64)))
+    assert all(r > 0 for r in results)
+    # the peer serves only its own sessions (here: the one counting) plus the pool
+    assert peak[0][0][0] <= 1
+
+
+def test_cancel_of_a_remote_query(cluster) -> None:
+    _, n1, _ = cluster
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        pid = conn.info.backend_pid
+        timer = threading.Timer(1.0, lambda: sql(n1, "SELECT pg_cancel_backend(%s)", (pid,)))
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT * FROM slow")
+        assert time.monotonic() - started < 10
+        timer.join()
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (301,)
+
+
+def test_statement_timeout_of_a_remote_query(cluster) -> None:
+    _, n1, n2 = cluster
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '1s'")
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+            conn.execute("SELECT * FROM slow")
+        assert time.monotonic() - started < 10
+        conn.execute("RESET statement_timeout")
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (301,)
+    # the worker stopped too: nothing of ours is still sleeping on n2
+    deadline = time.monotonic() + 10
+    while sql(n2, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%slow%' AND state = 'active' "
+                  "AND backend_type = 'shoal worker'")[0][0]:
+        assert time.monotonic() < deadline, "the remote job was not cancelled"
+        time.sleep(0.2)
+
+
+def test_a_killed_worker_fails_its_job_cleanly(cluster) -> None:
+    _, n1, n2 = cluster
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        def kill_the_worker() -> None:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                rows = sql(n2, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'shoal worker' "
+                               "AND query LIKE '%slow%' AND state = 'active'")
+                if rows:
+                    sql(n2, "SELECT pg_terminate_backend(%s)", (rows[0][0],))
+                    return
+                time.sleep(0.1)
+
+        killer = threading.Thread(target=kill_the_worker)
+        killer.start()
+        with pytest.raises(psycopg.Error):
+            conn.execute("SELECT * FROM slow")
+        killer.join()
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (301,)
+    deadline = time.monotonic() + 20
+    while len(shoal_processes(n2).get("shoal worker", [])) < WORKERS:
+        assert time.monotonic() < deadline, "the worker was not restarted"
+        time.sleep(0.3)
+
+
+def test_a_big_result_streams_in_bounded_memory(cluster) -> None:
+    _, n1, n2 = cluster
+    watched = [p for pids in shoal_processes(n1).values() for p in pids]
+    watched += [p for pids in shoal_processes(n2).values() for p in pids]
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        watched.append(conn.info.backend_pid)
+        # warm up: the session's first remote query starts its interpreter (~40 MB, once)
+        conn.execute("SELECT count(*) FROM big WHERE id < 1000").fetchone()
+        before = {pid: rss_kb(pid) for pid in watched}
+        peak = dict(before)
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                for pid in watched:
+                    with contextlib.suppress(OSError):
+                        peak[pid] = max(peak[pid], rss_kb(pid))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            assert conn.execute("SELECT count(*), sum(id), max(pad) FROM big").fetchone() == (
+                3000000, 3000000 * 3000001 // 2, "x" * 20)
+        finally:
+            done.set()
+            sampler.join()
+    # ~100 MB of rows crossed; no process on the way grew by more than a few MB
+    growth = {pid: peak[pid] - before[pid] for pid in watched}
+    assert max(growth.values()) < 40 * 1024, growth
+
+
+def test_strangers_on_the_port_are_refused_and_harmless(cluster) -> None:
+    _, n1, _ = cluster
+    port = PORT + 1 + MUX_OFFSET  # n2's multiplexer
+    # random bytes on a raw TCP connection
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            raw.sendall(os.urandom(4096))
+    # a ZeroMQ peer without the cluster key: plain, then CURVE with a key of its own
+    ctx = zmq.Context()
+    try:
+        plain = ctx.socket(zmq.DEALER)
+        plain.setsockopt(zmq.LINGER, 0)
+        plain.connect(f"tcp://127.0.0.1:{port}")
+        plain.send(b"\x91\x96\x01\xa2n1\xc4\x00\x01\xc0\xc4\x00")
+        assert plain.poll(1000) == 0
+        public, secret = zmq.curve_keypair()
+        server_public = zmq.curve_public(Cluster(Path(sql(n1, "SHOW data_directory")[0][0]).parent.parent)
+                                         .cluster_secret().encode())
+        stranger = ctx.socket(zmq.DEALER)
+        stranger.setsockopt(zmq.LINGER, 0)
+        stranger.curve_serverkey = server_public
+        stranger.curve_publickey = public
+        stranger.curve_secretkey = secret
+        stranger.setsockopt_string(zmq.ROUTING_ID, "n1")
+        stranger.connect(f"tcp://127.0.0.1:{port}")
+        stranger.send(b"\x91\x96\x07\xa2n1\xc4\x00\x01\xc0\xc4\x00")  # a PING
+        assert stranger.poll(1000) == 0
+    finally:
+        ctx.destroy(0)
+    # the multiplexer goes on serving
+    assert sql(n1, "SELECT count(*) FROM items") == [(301,)]
+
+
+def test_remote_work_runs_with_the_callers_privileges(cluster) -> None:
+    _, n1, n2 = cluster
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+        sql(n1, "SELECT count(*) FROM items", user="alice")
+    sql(n2, "GRANT SELECT ON items TO alice")
+    try:
+        assert sql(n1, "SELECT count(*) FROM items", user="alice") == [(301,)]
+    finally:
+        sql(n2, "REVOKE SELECT ON items FROM alice")
+
+
+def test_a_dead_peer_is_a_clean_error_and_comes_back(cluster) -> None:
+    c, n1, n2 = cluster
+    data_dir = sql(n2, "SHOW data_directory")[0][0]
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        def stop_n2() -> None:
+            time.sleep(1.0)
+            subprocess.run([str(pg_bin() / "pg_ctl"), "stop", "-D", data_dir, "-m", "immediate", "-w"],
+                           check=True, capture_output=True)
+
+        stopper = threading.Thread(target=stop_n2)
+        stopper.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError, match='node "n2"'):
+            conn.execute("SELECT * FROM slow")
+        assert time.monotonic() - started < 15
+        stopper.join()
+        with pytest.raises(psycopg.OperationalError, match='node "n2"'):
+            conn.execute("SELECT count(*) FROM items")
+        c.up(nodes=2, port=PORT)
+        wait_for_channel(n1, "n2")
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (301,)
