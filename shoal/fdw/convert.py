@@ -43,7 +43,7 @@ def from_text(oid: int, text: str) -> Any:
 def to_text(value: Any, oid: int) -> str | None:
     """A Python value in the input syntax of the column type ``oid``."""
     if oid in JSON_OIDS:
-        return value if isinstance(value, str) else json.dumps(value)
+        return value if isinstance(value, str) else _json(value)
     return _scalar_text(value, json_elements=oid in JSON_ARRAY_OIDS)
 
 
@@ -63,8 +63,13 @@ def _scalar_text(value: Any, json_elements: bool = False) -> str:
     if isinstance(value, (list, tuple)):
         return _array_literal(value, json_elements)
     if isinstance(value, dict):
-        return json.dumps(value)
+        return _json(value)
     return str(value)
+
+
+def _json(value: Any) -> str:
+    # Non-ASCII as itself, not as \uXXXX escapes: the json type keeps its input text as it is.
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _array_literal(items: list | tuple, json_elements: bool) -> str:
@@ -75,6 +80,6 @@ def _array_literal(items: list | tuple, json_elements: bool) -> str:
         elif isinstance(item, (list, tuple)) and not json_elements:
             parts.append(_array_literal(item, json_elements))
         else:
-            text = json.dumps(item) if json_elements else _scalar_text(item)
+            text = _json(item) if json_elements else _scalar_text(item)
             parts.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
     return "{" + ",".join(parts) + "}"

@@ -76,10 +76,11 @@ def describe_sortkeys(sortkeys: list[SortKey]) -> str:
 
 
 class _Interrupts:
-    """Lets cancel and statement_timeout interrupt Python code blocked in a system call.
+    """Lets cancel, statement_timeout and termination interrupt Python code blocked in a system call.
 
-    The extension chains PostgreSQL's SIGINT handler with Python's; this Python-level handler then
-    runs in the backend's thread and raises QueryCanceled if the backend has a cancel pending.
+    The extension chains PostgreSQL's SIGINT and SIGTERM handlers with Python's SIGINT; this
+    Python-level handler then runs in the backend's thread and raises QueryCanceled if the backend
+    has a cancel or termination pending.
     """
 
     def __init__(self) -> None:

@@ -8,6 +8,7 @@ through a ``validate_options(kind, options)`` classmethod.
 from __future__ import annotations
 
 import importlib
+import math
 
 from shoal.fdw.handler import ForeignDataWrapper
 
@@ -49,6 +50,8 @@ def resolve_wrapper(path: str | None) -> type[ForeignDataWrapper]:
             hint="Put the module on the server's Python path (GUC shoal.python_path).",
         ) from exc
     cls = getattr(module, class_name, None)
+    if cls is None:
+        raise OptionError(f'wrapper "{path}": module "{module_name}" has no class "{class_name}"')
     if not isinstance(cls, type) or not issubclass(cls, ForeignDataWrapper):
         raise OptionError(
             f'wrapper "{path}" is not a subclass of shoal.fdw.ForeignDataWrapper',
@@ -81,7 +84,7 @@ def validate_options(kind: str, options: dict[str, str]) -> None:
                 value = float(options[name])
             except ValueError:
                 value = -1.0
-            if not value >= 0:
+            if not (value >= 0 and math.isfinite(value)):  # NaN and infinity are no costs
                 raise OptionError(f'option "{name}" must be a non-negative number, not "{options[name]}"')
     for name in ("node", "table_name", "schema_name", "column_name"):
         if name in options and not options[name]:
