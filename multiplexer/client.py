@@ -7,15 +7,13 @@ partitions sends all its requests before reading any answer).
 
 from __future__ import annotations
 
-import os
+import select
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import zmq
-
 from shoal.multiplexer import config as mux_config
-from shoal.multiplexer import protocol
+from shoal.multiplexer import framing, protocol
 from shoal.multiplexer.protocol import Kind
 
 ACK_EVERY = 4  # chunks consumed before crediting the worker again
@@ -89,15 +87,16 @@ class Stream:
 class MuxClient:
     """This process's connection to its node's multiplexer."""
 
-    def __init__(self, endpoint: str, wait_readable: Callable[[int, float], Any] | None = None) -> None:
-        self.ctx = zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        # The multiplexer knows a backend by its pid, to cancel its work if it exits.
-        self.sock.setsockopt(zmq.ROUTING_ID, os.getpid().to_bytes(4, "big"))
-        self.sock.connect(endpoint)
-        self.fd = self.sock.getsockopt(zmq.FD)
+    def __init__(self, path: str, wait_readable: Callable[[int, float], Any] | None = None) -> None:
+        # When this process exits the socket closes, and the multiplexer cancels its work.
+        self.sock = framing.connect(path)
+        self.broken = False
+        self.fd = self.sock.fileno()
+        self.reader = framing.FrameReader()
         self._wait_readable = wait_readable
+        if wait_readable is None:
+            self._poll = select.poll()
+            self._poll.register(self.fd, select.POLLIN)
         self.streams: dict[int, Stream] = {}
         self._next_req = 0
         self._awaiting: set[int] = set()  # pings and stats requests waiting for their reply
@@ -108,7 +107,10 @@ class MuxClient:
         return self._next_req
 
     def send(self, kind: Kind, node: str, req: int, xact: str | None, payload: Any) -> None:
-        self.sock.send(protocol.pack([[kind, node, b"", req, xact, payload]]))
+        try:
+            self.sock.sendall(framing.encode(protocol.pack([[kind, node, b"", req, xact, payload]])))
+        except OSError:
+            self._lost()
 
     def request(self, node: str, job: bytes, xact: str | None = None) -> Stream:
         """Send a job to ``node``; its answer streams back into the returned Stream."""
@@ -145,24 +147,26 @@ class MuxClient:
         so that cancel and statement_timeout interrupt it."""
         waited = 0.0
         while not ready():
-            if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                self._receive()
-                continue
             if timeout is not None and waited >= timeout:
                 raise TimeoutError("the multiplexer did not answer")
             step = 1.0 if timeout is None else min(1.0, timeout - waited)
             if self._wait_readable is not None:
-                self._wait_readable(self.fd, step)
+                readable = self._wait_readable(self.fd, step)
             else:
-                self.sock.poll(int(step * 1000))
-            waited += step
+                readable = bool(self._poll.poll(int(step * 1000)))
+            if readable:
+                self._receive()
+            else:
+                waited += step
 
     def _receive(self) -> None:
-        while True:
-            try:
-                frame = self.sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        try:
+            data = self.sock.recv(framing.READ_BYTES)
+        except OSError:
+            data = b""
+        if not data:
+            self._lost()
+        for frame in self.reader.feed(data):
             for msg in protocol.unpack(frame):
                 kind, node, _, req, _, payload = msg
                 stream = self.streams.get(req)
@@ -178,17 +182,28 @@ class MuxClient:
                     stream.error = RemoteError(*protocol.decode_error(payload), node=node)
 
 
+    def _lost(self) -> None:
+        """The multiplexer went away (it restarts by itself): fail what waits on it."""
+        self.broken = True
+        error = RemoteError("08006", "lost the connection to this node's multiplexer",
+                            hint="It restarts by itself; retry the statement.")
+        for stream in list(self.streams.values()):
+            if not stream.finished:
+                stream.error = error
+        raise error
+
+
 _client: MuxClient | None = None
 
 
 def connect() -> MuxClient:
     """This backend's client (created on first use)."""
     global _client
-    if _client is None:
+    if _client is None or _client.broken:
         import _shoal_pg
 
         config = mux_config.load(_shoal_pg.setting)
-        _client = MuxClient(config.ipc_endpoint, lambda fd, timeout: _shoal_pg.wait(fd, timeout))
+        _client = MuxClient(config.ipc_path, lambda fd, timeout: _shoal_pg.wait(fd, timeout))
     return _client
 
 

@@ -30,10 +30,6 @@ class MuxConfig:
     def public(self) -> bytes | None:
         return zmq.curve_public(self.secret) if self.secret else None
 
-    @property
-    def ipc_endpoint(self) -> str:
-        return f"ipc://{self.ipc_path}"
-
 
 def ipc_path_for(socket_dir: str, data_dir: str, pg_port: int) -> str:
     """The local socket: beside PostgreSQL's own, else in the data directory (both private to

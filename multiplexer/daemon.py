@@ -25,7 +25,7 @@ from typing import Any
 import zmq
 from zmq.utils import z85
 
-from shoal.multiplexer import protocol
+from shoal.multiplexer import framing, protocol
 from shoal.multiplexer.config import MuxConfig
 from shoal.multiplexer.peers import (
     HEARTBEAT_S,
@@ -88,6 +88,9 @@ class Multiplexer:
         self.outbound: dict[tuple[bytes, int], Outbound] = {}
         self.client_xacts: dict[bytes, set[tuple[str, str]]] = {}  # client -> {(node, xact)}
         self.client_out: dict[bytes, list] = {}
+        self.conns: dict[int, framing.Connection] = {}  # local connections by file descriptor
+        self.by_ident: dict[bytes, framing.Connection] = {}
+        self._next_ident = 0
         self.malformed = 0
         self._next_refresh = 0.0
         self._next_liveness = 0.0
@@ -98,18 +101,8 @@ class Multiplexer:
 
     def _open_sockets(self) -> None:
         config = self.config
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(config.ipc_path)  # left by a multiplexer that died
-        old_umask = os.umask(0o077)  # the local socket is for this OS user only
-        try:
-            self.local = self.ctx.socket(zmq.ROUTER)
-            self.local.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            self.local.setsockopt(zmq.LINGER, 0)
-            self.local.bind(config.ipc_endpoint)
-        finally:
-            os.umask(old_umask)
-        os.chmod(config.ipc_path, 0o600)
-        self.poller.register(self.local, zmq.POLLIN)
+        self.listener = framing.listen(config.ipc_path)  # for this OS user only
+        self.poller.register(self.listener.fileno(), zmq.POLLIN)
 
         self.inbound = None
         self.zap = None
@@ -167,8 +160,12 @@ class Multiplexer:
             ready = dict(self.poller.poll(POLL_MS))
             self._check_interrupts()
             now = time.monotonic()
-            if self.local in ready:
-                self._drain(self.local, self._from_local)
+            if self.listener.fileno() in ready:
+                self._accept()
+            for fd, events in ready.items():
+                conn = self.conns.get(fd) if isinstance(fd, int) else None
+                if conn is not None:
+                    self._from_connection(conn, events)
             if self.inbound is not None and self.inbound in ready:
                 self._drain(self.inbound, self._from_inbound)
             for channel in list(self.channels.values()):
@@ -201,25 +198,49 @@ class Multiplexer:
 
     # -- from this node's backends and workers ----------------------------------------------------
 
-    def _from_local(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
-            self.malformed += 1
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            conn = framing.Connection(sock)
+            self._next_ident += 1
+            conn.ident = self._next_ident.to_bytes(8, "big")
+            self.conns[conn.fd] = conn
+            self.by_ident[conn.ident] = conn
+            self.poller.register(conn.fd, zmq.POLLIN)
+
+    def _from_connection(self, conn: framing.Connection, events: int) -> None:
+        if events & zmq.POLLOUT and conn.flush():
+            self.poller.modify(conn.fd, zmq.POLLIN)
+        if not events & (zmq.POLLIN | zmq.POLLERR):
             return
-        ident, frame = frames
-        worker = self.workers.get(ident)
-        for msg in self._unpack(frame, "a local process"):
-            if worker is not None:
-                self._from_worker(worker, msg)
-            else:
-                self._from_client(ident, msg)
+        try:
+            frames = conn.read()
+        except framing.FrameError as exc:
+            self.malformed += 1
+            log.warning("closed a local connection (pid %d) that sent no frames: %s", conn.pid, exc)
+            frames = None
+        if frames is None:
+            self._disconnected(conn)
+            return
+        worker = self.workers.get(conn.ident)
+        for frame in frames:
+            for msg in self._unpack(frame, f"local process {conn.pid}"):
+                if worker is not None:
+                    self._from_worker(worker, msg)
+                else:
+                    self._from_client(conn.ident, msg)
+                    worker = self.workers.get(conn.ident)  # a HELLO makes it a worker
 
     def _from_client(self, client: bytes, msg: list) -> None:
         kind, node, _, req, xact, payload = msg
         if kind == Kind.HELLO:
-            worker = Worker(client, req)
+            worker = Worker(client, self.by_ident[client].pid)
             self.workers[client] = worker
             self.idle.append(client)
-            log.info("worker pid %d ready", req)
+            log.info("worker pid %d ready", worker.pid)
             return
         if kind == Kind.STATS:
             self._to_client(client, [Kind.STATS, self.me, b"", req, None, self.snapshot().to_json()])
@@ -414,8 +435,6 @@ class Multiplexer:
         if now >= self._next_liveness:
             self._next_liveness = now + LIVENESS_S
             self._check_peers(now)
-            self._check_workers()
-            self._check_clients()
 
     def _channel(self, node: str) -> Channel | None:
         channel = self.channels.get(node)
@@ -491,55 +510,45 @@ class Multiplexer:
             for msg in [m for m in queue if match(m)]:
                 queue.remove(msg)
 
-    def _check_workers(self) -> None:
-        for ident, worker in list(self.workers.items()):
-            try:
-                os.kill(worker.pid, 0)
-                continue
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-            log.warning("worker pid %d died", worker.pid)
-            del self.workers[ident]
-            if worker.job is not None:
-                self.running.pop(worker.job, None)
-                origin, client, req = worker.job
-                self._answer(origin, client, [Kind.ERROR, origin, client, req, None,
-                                              _error("08006", "the shoal worker running this request died")])
-            if worker.xact is not None:
-                self.xact_worker.pop(worker.xact, None)
+    def _disconnected(self, conn: framing.Connection) -> None:
+        """A backend or a worker closed its connection (it exited, or crashed)."""
+        self.poller.unregister(conn.fd)
+        del self.conns[conn.fd]
+        del self.by_ident[conn.ident]
+        conn.close()
+        worker = self.workers.pop(conn.ident, None)
+        if worker is not None:
+            self._worker_gone(worker)
+        else:
+            self._client_gone(conn.ident)
 
-    def _check_clients(self) -> None:
-        """Cancel the work of backends that exited (a client's routing id is its pid)."""
-        clients = {client for client, _ in self.outbound} | {k[1] for k in self.running if k[0] == self.me}
-        clients |= set(self.client_xacts)
-        for client in clients:
-            if len(client) != 4:
-                continue
-            pid = int.from_bytes(client, "big")
-            try:
-                os.kill(pid, 0)
-                continue
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-            for (c, req), pending in list(self.outbound.items()):
-                if c == client:
-                    del self.outbound[(c, req)]
-                    channel = self.channels.get(pending.node)
-                    if channel is not None:
-                        channel.out.append([Kind.CANCEL, self.me, client, req, None, b""])
-            for key in [k for k in self.running if k[0] == self.me and k[1] == client]:
-                self._cancel_running(key)
-            for node, xact in self.client_xacts.pop(client, ()):
-                abort = [Kind.QUERY, self.me, client, 0, xact, protocol.encode_job("rollback")]
-                if node == self.me:
-                    self._serve(abort)
-                elif node in self.channels:
-                    self.channels[node].out.append(abort)
-            self.client_out.pop(client, None)
+    def _worker_gone(self, worker: Worker) -> None:
+        log.warning("worker pid %d is gone", worker.pid)
+        if worker.job is not None:
+            self.running.pop(worker.job, None)
+            origin, client, req = worker.job
+            self._answer(origin, client, [Kind.ERROR, origin, client, req, None,
+                                          _error("08006", "the shoal worker running this request died")])
+        if worker.xact is not None:
+            self.xact_worker.pop(worker.xact, None)
+
+    def _client_gone(self, client: bytes) -> None:
+        """Cancel what an exited backend left running, here and on other nodes."""
+        for (c, req), pending in list(self.outbound.items()):
+            if c == client:
+                del self.outbound[(c, req)]
+                channel = self.channels.get(pending.node)
+                if channel is not None:
+                    channel.out.append([Kind.CANCEL, self.me, client, req, None, b""])
+        for key in [k for k in self.running if k[0] == self.me and k[1] == client]:
+            self._cancel_running(key)
+        for node, xact in self.client_xacts.pop(client, ()):
+            abort = [Kind.QUERY, self.me, client, 0, xact, protocol.encode_job("rollback")]
+            if node == self.me:
+                self._serve(abort)
+            elif node in self.channels:
+                self.channels[node].out.append(abort)
+        self.client_out.pop(client, None)
 
     # -- output -----------------------------------------------------------------------------------
 
@@ -585,10 +594,12 @@ class Multiplexer:
                                                   "Check that the node runs (shoal status).")]])
 
     def _send_local(self, ident: bytes, messages: list) -> None:
-        try:
-            self.local.send_multipart([ident, protocol.pack(messages)], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass  # the process is gone; the liveness checks clean up after it
+        conn = self.by_ident.get(ident)
+        if conn is None:
+            return  # the process is gone
+        conn.queue(protocol.pack(messages))
+        if not conn.flush():
+            self.poller.modify(conn.fd, zmq.POLLIN | zmq.POLLOUT)
 
     # -- authentication and observability ---------------------------------------------------------
 
@@ -649,3 +660,4 @@ def main() -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(mux.config.ipc_path)
+        mux.listener.close()

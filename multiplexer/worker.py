@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
+import select
+import socket
 from collections import deque
 from typing import Any
 
-import zmq
-
 from shoal.multiplexer import config as mux_config
-from shoal.multiplexer import protocol
+from shoal.multiplexer import framing, protocol
 from shoal.multiplexer.protocol import Kind
 
 log = logging.getLogger("shoal.worker")
@@ -34,9 +33,16 @@ class FailedBlock(Exception):
     """COMMIT or PREPARE of a block that had failed: PostgreSQL rolled it back instead."""
 
 
+class MultiplexerGone(Exception):
+    """The node's multiplexer closed the connection (it is restarting)."""
+
+
 class JobRunner:
-    def __init__(self, sock: Any, pg: Any) -> None:
+    def __init__(self, sock: socket.socket, pg: Any) -> None:
         self.sock = sock
+        self.poll = select.poll()
+        self.poll.register(sock.fileno(), select.POLLIN)
+        self.reader = framing.FrameReader()
         self.pg = pg  # the extension's _shoal_pg module
         self.backlog: deque[list] = deque()
         self.job: tuple[str, bytes, int] | None = None
@@ -48,9 +54,8 @@ class JobRunner:
             while self.backlog:
                 self.handle(self.backlog.popleft())
             try:
-                if self.sock.poll(POLL_MS):
-                    for msg in protocol.unpack(self.sock.recv()):
-                        self.handle(msg)
+                for msg in self._receive(POLL_MS):
+                    self.handle(msg)
                 self.pg.check_interrupts()
             except self.pg.QueryCanceled as exc:
                 if str(exc).startswith("terminating"):
@@ -142,13 +147,26 @@ class JobRunner:
             self._wait_for_credit()
         self.credit -= 1
         origin, client, req = self.job
-        self.sock.send(protocol.pack([[Kind.DATA, origin, client, req, None, chunk]]))
+        self._send([[Kind.DATA, origin, client, req, None, chunk]])
+
+    def _send(self, messages: list) -> None:
+        self.sock.sendall(framing.encode(protocol.pack(messages)))
+
+    def _receive(self, timeout_ms: int) -> list:
+        """Messages that arrive within the timeout (none if nothing does)."""
+        if not self.poll.poll(timeout_ms):
+            return []
+        data = self.sock.recv(framing.READ_BYTES)
+        if not data:
+            raise MultiplexerGone()
+        return [msg for frame in self.reader.feed(data) for msg in protocol.unpack(frame)]
 
     def _wait_for_credit(self) -> None:
-        if not self.sock.poll(POLL_MS):
+        messages = self._receive(POLL_MS)
+        if not messages:
             self.pg.check_interrupts()
             return
-        for msg in protocol.unpack(self.sock.recv()):
+        for msg in messages:
             kind, origin, client, req = msg[0], msg[1], msg[2], msg[3]
             if (origin, client, req) != self.job:
                 if kind == Kind.QUERY:
@@ -166,7 +184,7 @@ class JobRunner:
             messages.append([Kind.DATA, origin, client, req, None, self.tail])
         self.tail = None
         messages.append([kind, origin, client, req, xact, payload])
-        self.sock.send(protocol.pack(messages))
+        self._send(messages)
 
 
 def main(index: int = 0) -> None:
@@ -175,13 +193,22 @@ def main(index: int = 0) -> None:
 
     logging.basicConfig(level=logging.INFO, format=f"shoal worker {index}: %(message)s")
     config = mux_config.load(_shoal_pg.setting)
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(config.ipc_endpoint)
-    sock.send(protocol.pack([protocol.message(Kind.HELLO, req=os.getpid())]))
+    sock = _connect(config.ipc_path, _shoal_pg)
+    runner = JobRunner(sock, _shoal_pg)
+    runner._send([protocol.message(Kind.HELLO)])
     try:
-        JobRunner(sock, _shoal_pg).run()
+        runner.run()
+    except MultiplexerGone:
+        log.info("the multiplexer restarted; reconnecting")
     finally:
         with contextlib.suppress(Exception):
-            sock.close(0)
+            sock.close()
+
+
+def _connect(path: str, pg: Any) -> socket.socket:
+    """Connect to the multiplexer, waiting for it while it starts (workers may start first)."""
+    while True:
+        try:
+            return framing.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            pg.wait(timeout=0.2)
