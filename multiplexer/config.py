@@ -7,9 +7,8 @@ local socket's path.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
-
-import zmq
 
 MUX_PORT_OFFSET = 1000  # shoal.mux_port = 0: PostgreSQL's port + 1000
 METRICS_PORT_OFFSET = 2000  # shoal.metrics_port = 0: PostgreSQL's port + 2000
@@ -23,12 +22,8 @@ class MuxConfig:
     mux_port: int
     metrics_port: int
     ipc_path: str
-    secret: bytes | None  # the cluster's CURVE secret key (z85), None: no peer channel
+    secret: bytes | None  # the cluster's secret key, None: no peer channel
     listen_host: str = "127.0.0.1"  # the peers' port listens where PostgreSQL listens
-
-    @property
-    def public(self) -> bytes | None:
-        return zmq.curve_public(self.secret) if self.secret else None
 
 
 def ipc_path_for(socket_dir: str, data_dir: str, pg_port: int) -> str:
@@ -50,8 +45,8 @@ def load(setting) -> MuxConfig:
     metrics_port = int(setting("shoal.metrics_port") or 0) or default_port(pg_port, METRICS_PORT_OFFSET)
     socket_dir = (setting("unix_socket_directories") or "").split(",")[0].strip()
     secret = (setting("shoal.cluster_secret") or "").strip().encode() or None
-    if secret is not None and len(secret) != 40:
-        raise ValueError("shoal.cluster_secret must be a 40-character Z85 CURVE secret key")
+    if secret is not None and len(secret) < 32:
+        raise ValueError("shoal.cluster_secret must be at least 32 characters")
     return MuxConfig(
         node=setting("shoal.node_name") or "",
         pg_port=pg_port,
@@ -69,14 +64,13 @@ def default_port(pg_port: int, offset: int) -> int:
 
 
 def _listen_host(listen_addresses: str) -> str:
-    """The first of PostgreSQL's listen_addresses, in ZeroMQ's spelling."""
+    """The first of PostgreSQL's listen_addresses, as bind() takes it ("" for all interfaces)."""
     first = listen_addresses.split(",")[0].strip()
     if first in ("*", "0.0.0.0", "::"):
-        return "*"
+        return ""
     return "127.0.0.1" if first in ("", "localhost") else first
 
 
 def new_cluster_secret() -> str:
     """A fresh cluster key: every node of a cluster holds the same one (``shoal up`` writes it)."""
-    _public, secret = zmq.curve_keypair()
-    return secret.decode()
+    return secrets.token_hex(32)

@@ -15,23 +15,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
-
-import zmq
-from zmq.utils import z85
 
 from shoal.multiplexer import framing, protocol
 from shoal.multiplexer.config import MuxConfig
+from shoal.multiplexer.peerlink import HandshakeError, PeerLink
 from shoal.multiplexer.peers import (
     HEARTBEAT_S,
     NODES_SQL,
     Channel,
-    NodeAddress,
     node_address,
 )
 from shoal.multiplexer.protocol import Kind, ProtocolError
@@ -43,7 +40,8 @@ POLL_MS = 100  # also how quickly a shutdown request is noticed
 BATCH_LIMIT = 2000  # frames read from one socket per turn, so that no socket starves the others
 REFRESH_NODES_S = 5.0
 LIVENESS_S = 1.0
-ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+RECONNECT_S = 0.5
+IN, OUT = select.EPOLLIN, select.EPOLLOUT
 
 JobKey = tuple[str, bytes, int]  # (origin node, client routing id, request)
 
@@ -76,8 +74,7 @@ class Multiplexer:
         self.me = config.node
         self._read_catalog = read_catalog  # (sql) -> list of text rows
         self._check_interrupts = check_interrupts
-        self.ctx = zmq.Context.instance()
-        self.poller = zmq.Poller()
+        self.poller = select.epoll()
         self.channels: dict[str, Channel] = {}
         self.workers: dict[bytes, Worker] = {}
         self.idle: deque[bytes] = deque()
@@ -89,6 +86,7 @@ class Multiplexer:
         self.client_xacts: dict[bytes, set[tuple[str, str]]] = {}  # client -> {(node, xact)}
         self.client_out: dict[bytes, list] = {}
         self.conns: dict[int, framing.Connection] = {}  # local connections by file descriptor
+        self.links: dict[int, PeerLink] = {}  # peer connections, proved or still in their handshake
         self.by_ident: dict[bytes, framing.Connection] = {}
         self._next_ident = 0
         self.malformed = 0
@@ -102,54 +100,110 @@ class Multiplexer:
     def _open_sockets(self) -> None:
         config = self.config
         self.listener = framing.listen(config.ipc_path)  # for this OS user only
-        self.poller.register(self.listener.fileno(), zmq.POLLIN)
+        self.poller.register(self.listener.fileno(), IN)
 
-        self.inbound = None
-        self.zap = None
+        self.peer_listener = None
         if config.secret is None:
             log.warning("shoal.cluster_secret is not set: this node accepts no peer channel")
         else:
-            # ZAP: only a holder of the cluster's secret key proves the cluster's public key.
-            self.zap = self.ctx.socket(zmq.REP)
-            self.zap.bind(ZAP_ENDPOINT)
-            self.poller.register(self.zap, zmq.POLLIN)
-            self.inbound = self.ctx.socket(zmq.ROUTER)
-            self.inbound.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            self.inbound.setsockopt(zmq.LINGER, 0)
-            self.inbound.curve_server = True
-            self.inbound.curve_secretkey = config.secret
-            self.inbound.curve_publickey = config.public
-            self.inbound.setsockopt(zmq.ZAP_DOMAIN, b"shoal")
-            self.inbound.bind(f"tcp://{config.listen_host}:{config.mux_port}")
-            self.poller.register(self.inbound, zmq.POLLIN)
+            self.peer_listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.peer_listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.peer_listener.bind((config.listen_host, config.mux_port))
+            self.peer_listener.listen(64)
+            self.peer_listener.setblocking(False)
+            self.poller.register(self.peer_listener.fileno(), IN)
 
         self.metrics = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.metrics.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.metrics.bind(("127.0.0.1", config.metrics_port))
         self.metrics.listen(8)
         self.metrics.setblocking(False)
-        self.poller.register(self.metrics.fileno(), zmq.POLLIN)
+        self.poller.register(self.metrics.fileno(), IN)
 
-    def _connect(self, address: NodeAddress) -> Any:
-        dealer = self.ctx.socket(zmq.DEALER)
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.setsockopt_string(zmq.ROUTING_ID, self.me)
-        dealer.setsockopt(zmq.RECONNECT_IVL, 200)
-        dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        # Never queue for a peer that is not connected: a request must fail now, not run later.
-        dealer.setsockopt(zmq.IMMEDIATE, 1)
-        dealer.curve_serverkey = self.config.public
-        dealer.curve_publickey = self.config.public
-        dealer.curve_secretkey = self.config.secret
-        dealer.connect(address.endpoint)
-        self.poller.register(dealer, zmq.POLLIN)
-        return dealer
+    # -- peer links ---------------------------------------------------------------------------------
+
+    def _connect(self, channel: Channel, now: float) -> None:
+        """Call a peer (we connect to the nodes whose names sort after ours)."""
+        channel.next_attempt = now + RECONNECT_S
+        try:
+            link = PeerLink.connect(channel.address.host, channel.address.mux_port, self.me,
+                                    self.config.secret, channel.name)
+        except OSError as exc:
+            log.debug("cannot call %s: %s", channel.name, exc)
+            return
+        channel.link = link
+        self.links[link.fd] = link
+        self.poller.register(link.fd, IN | OUT)
+
+    def _accept_peers(self) -> None:
+        while True:
+            try:
+                sock, _ = self.peer_listener.accept()
+            except BlockingIOError:
+                return
+            link = PeerLink(sock, self.me, self.config.secret, connector=False)
+            self.links[link.fd] = link
+            self.poller.register(link.fd, IN)
+
+    def _from_link(self, link: PeerLink, events: int) -> None:
+        try:
+            if events & OUT:
+                link.writable()
+                if link.state != "connecting" and not link.out:
+                    self.poller.modify(link.fd, IN)
+            frames = link.read() if events & (IN | select.EPOLLERR | select.EPOLLHUP) else []
+        except (HandshakeError, framing.FrameError) as exc:
+            self.malformed += 1
+            log.warning("dropped a peer connection: %s", exc)
+            frames = None
+        except OSError as exc:  # a refused or broken connection: the peer is down or restarting
+            log.debug("peer connection to %s failed: %s", link.peer, exc)
+            frames = None
+        if frames is None or link.state == "closed":
+            self._link_lost(link)
+            return
+        if link.up and not link.connector and link.peer is not None:
+            channel = self.channels.get(link.peer)
+            if channel is None or channel.link is not link:
+                if not self._adopt(link):
+                    return
+        channel = self.channels.get(link.peer or "")
+        if channel is None or channel.link is not link or not link.up:
+            return
+        if channel.state != "up" and channel.heard(time.monotonic()):
+            log.info("channel to %s is up", channel.name)
+        for frame in frames:
+            self._from_peer(channel, frame)
+
+    def _adopt(self, link: PeerLink) -> bool:
+        """A peer proved itself on a connection it made: it becomes that peer's channel."""
+        channel = self._channel(link.peer)
+        if channel is None or link.peer > self.me:
+            log.warning("a peer calling itself %r is not a node that calls this one; dropped", link.peer)
+            self.malformed += 1
+            self._link_lost(link)
+            return False
+        if channel.link is not None and channel.link is not link:
+            self._link_lost(channel.link)
+        channel.link = link
+        return True
+
+    def _link_lost(self, link: PeerLink) -> None:
+        self.links.pop(link.fd, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(link.fd)
+        link.close()
+        channel = self.channels.get(link.peer or "")
+        if channel is not None and channel.link is link:
+            channel.link = None
+            if channel.state == "up":
+                channel.state = "down"
+                log.warning("channel to %s is down (connection lost)", channel.name)
+                self._peer_lost(channel, "is unreachable")
 
     def _close_channel(self, channel: Channel) -> None:
-        if channel.socket is not None:
-            self.poller.unregister(channel.socket)
-            channel.socket.close(0)
-            channel.socket = None
+        if channel.link is not None:
+            self._link_lost(channel.link)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -157,35 +211,26 @@ class Multiplexer:
         log.info("multiplexer of node %s: peers on port %d, local %s, metrics on %d",
                  self.me, self.config.mux_port, self.config.ipc_path, self.config.metrics_port)
         while True:
-            ready = dict(self.poller.poll(POLL_MS))
+            ready = self.poller.poll(POLL_MS / 1000)
             self._check_interrupts()
             now = time.monotonic()
-            if self.listener.fileno() in ready:
-                self._accept()
-            for fd, events in ready.items():
-                conn = self.conns.get(fd) if isinstance(fd, int) else None
+            for fd, events in ready:
+                conn = self.conns.get(fd)
                 if conn is not None:
                     self._from_connection(conn, events)
-            if self.inbound is not None and self.inbound in ready:
-                self._drain(self.inbound, self._from_inbound)
-            for channel in list(self.channels.values()):
-                if channel.socket is not None and channel.socket in ready:
-                    self._drain(channel.socket, lambda frames, c=channel: self._from_peer(c, frames[0]))
-            if self.zap is not None and self.zap in ready:
-                self._answer_zap()
-            if self.metrics.fileno() in ready:
-                self._serve_metrics()
+                    continue
+                link = self.links.get(fd)
+                if link is not None:
+                    self._from_link(link, events)
+                elif fd == self.listener.fileno():
+                    self._accept()
+                elif self.peer_listener is not None and fd == self.peer_listener.fileno():
+                    self._accept_peers()
+                elif fd == self.metrics.fileno():
+                    self._serve_metrics()
             self._dispatch()
             self._periodic(now)
             self._flush()
-
-    def _drain(self, sock: Any, handle) -> None:
-        for _ in range(BATCH_LIMIT):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                return
-            handle(frames)
 
     def _unpack(self, frame: bytes, source: str) -> list:
         try:
@@ -209,12 +254,12 @@ class Multiplexer:
             conn.ident = self._next_ident.to_bytes(8, "big")
             self.conns[conn.fd] = conn
             self.by_ident[conn.ident] = conn
-            self.poller.register(conn.fd, zmq.POLLIN)
+            self.poller.register(conn.fd, IN)
 
     def _from_connection(self, conn: framing.Connection, events: int) -> None:
-        if events & zmq.POLLOUT and conn.flush():
-            self.poller.modify(conn.fd, zmq.POLLIN)
-        if not events & (zmq.POLLIN | zmq.POLLERR):
+        if events & OUT and conn.flush():
+            self.poller.modify(conn.fd, IN)
+        if not events & (IN | select.EPOLLERR | select.EPOLLHUP):
             return
         try:
             frames = conn.read()
@@ -304,22 +349,6 @@ class Multiplexer:
             channel.out.append(msg)
 
     # -- from other nodes -------------------------------------------------------------------------
-
-    def _from_inbound(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
-            self.malformed += 1
-            return
-        ident, frame = frames
-        name = ident.decode(errors="replace")
-        channel = self.channels.get(name)
-        if channel is None:
-            self._refresh_nodes(force=True)
-            channel = self.channels.get(name)
-        if channel is None:
-            self.malformed += 1
-            log.warning("a peer calling itself %r is not in shoal.nodes; dropped", name)
-            return
-        self._from_peer(channel, frame)
 
     def _from_peer(self, channel: Channel, frame: bytes) -> None:
         now = time.monotonic()
@@ -432,6 +461,13 @@ class Multiplexer:
             self._next_heartbeat = now + HEARTBEAT_S
             for channel in self.channels.values():
                 channel.out.append([Kind.HEARTBEAT, self.me, b"", 0, None, b""])
+        if self.config.secret is not None and self.me:
+            for channel in self.channels.values():
+                if channel.link is None and self.me < channel.name and now >= channel.next_attempt:
+                    self._connect(channel, now)
+        for link in [link for link in self.links.values() if link.expired(now)]:
+            log.warning("dropped a peer connection that did not finish its handshake")
+            self._link_lost(link)
         if now >= self._next_liveness:
             self._next_liveness = now + LIVENESS_S
             self._check_peers(now)
@@ -468,10 +504,7 @@ class Multiplexer:
                 continue
             if channel is not None:
                 self._close_channel(channel)
-            channel = Channel(address)
-            if self.config.secret is not None and self.me and self.me < name:
-                channel.socket = self._connect(address)
-            self.channels[name] = channel
+            self.channels[name] = Channel(address)
 
     def _check_peers(self, now: float) -> None:
         for channel in self.channels.values():
@@ -566,21 +599,17 @@ class Multiplexer:
         for channel in self.channels.values():
             if not channel.out:
                 continue
+            link = channel.link
+            if link is None or not link.up:
+                if not channel.accepts_requests(time.monotonic()):
+                    batch, channel.out = channel.out, []
+                    self._undeliverable(channel, batch)
+                continue  # still connecting: it leaves once the link is up
             batch, channel.out = channel.out, []
             frame = protocol.pack(batch)
-            try:
-                if channel.socket is not None:
-                    channel.socket.send(frame, zmq.NOBLOCK)
-                elif self.inbound is not None:
-                    self.inbound.send_multipart([channel.name.encode(), frame], zmq.NOBLOCK)
-                else:
-                    raise zmq.ZMQError(zmq.EHOSTUNREACH)
-            except zmq.ZMQError:
-                if channel.accepts_requests(time.monotonic()) and channel.state == "connecting":
-                    channel.out = batch + channel.out  # not connected yet: retry next turn
-                else:
-                    self._undeliverable(channel, batch)
-                continue
+            link.send(frame)
+            if link.out:
+                self.poller.modify(link.fd, IN | OUT)
             channel.stats.msgs_out += len(batch)
             channel.stats.bytes_out += len(frame)
 
@@ -599,22 +628,9 @@ class Multiplexer:
             return  # the process is gone
         conn.queue(protocol.pack(messages))
         if not conn.flush():
-            self.poller.modify(conn.fd, zmq.POLLIN | zmq.POLLOUT)
+            self.poller.modify(conn.fd, IN | OUT)
 
-    # -- authentication and observability ---------------------------------------------------------
-
-    def _answer_zap(self) -> None:
-        """ZeroMQ's authentication handshake: admit a peer that proved the cluster's key."""
-        frames = self.zap.recv_multipart()
-        version, request_id = frames[0], frames[1]
-        mechanism = frames[5] if len(frames) > 5 else b""
-        key = frames[6] if len(frames) > 6 else b""
-        public = self.config.public
-        ok = mechanism == b"CURVE" and public is not None and key == z85.decode(public)
-        if not ok:
-            log.warning("refused a peer connection: it could not prove the cluster key")
-        self.zap.send_multipart([version, request_id, b"200" if ok else b"400",
-                                 b"OK" if ok else b"not a member of this cluster", b"", b""])
+    # -- observability ----------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -661,3 +677,5 @@ def main() -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(mux.config.ipc_path)
         mux.listener.close()
+        if mux.peer_listener is not None:
+            mux.peer_listener.close()

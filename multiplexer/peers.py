@@ -2,7 +2,7 @@
 channel to each.
 
 Exactly one TCP connection joins two nodes: the node whose name sorts first connects, the other
-accepts.  Both directions of traffic share it.
+accepts (peerlink.py).  Both directions of traffic share it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class NodeAddress:
 
     @property
     def endpoint(self) -> str:
-        return f"tcp://{self.host}:{self.mux_port}"
+        return f"{self.host}:{self.mux_port}"
 
 
 def node_address(name: str, conninfo: str, mux_port: str | None) -> NodeAddress:
@@ -53,7 +53,8 @@ class Channel:
     """The channel to one peer and what waits to go through it."""
 
     address: NodeAddress
-    socket: Any = None  # our DEALER when we are the connecting side, else None (their DEALER to our ROUTER)
+    link: Any = None  # the PeerLink: ours if we called, theirs if they did
+    next_attempt: float = 0.0
     state: str = "connecting"
     last_heard: float = 0.0
     out: list = field(default_factory=list)

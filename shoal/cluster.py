@@ -35,7 +35,7 @@ from shoal.multiplexer.config import new_cluster_secret
 from shoal.pgbin import PG_MAJOR, major_version, pg_bin
 
 STATE_FILE = "shoal.json"
-KEY_FILE = "cluster.key"  # the cluster's CURVE secret: every node's multiplexer proves it to the others
+KEY_FILE = "cluster.key"  # the cluster's secret: every node's multiplexer proves it to the others
 LOCK_FILE = "shoal.lock"
 STATE_VERSION = 1
 HOST = "127.0.0.1"

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import zmq
 
 from shoal.cluster import Cluster, Node
+from shoal.multiplexer import framing, protocol
+from shoal.multiplexer.peerlink import HandshakeError, PeerLink
 from shoal.pgbin import pg_bin
 
 PORT = 56401
@@ -246,37 +247,46 @@ def test_a_big_result_streams_in_bounded_memory(cluster) -> None:
     assert max(growth.values()) < 40 * 1024, growth
 
 
+def _closed_by_peer(sock: socket.socket, timeout: float = 6.0) -> bool:
+    """True when the other end closes the connection without sending anything we can use."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass  # a handshake answer may come first; what matters is that it closes
+        return True
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+
+
 def test_strangers_on_the_port_are_refused_and_harmless(cluster) -> None:
     _, n1, _ = cluster
     port = PORT + 1 + MUX_OFFSET  # n2's multiplexer
-    # random bytes on a raw TCP connection
+    # random bytes on raw TCP connections
     for _ in range(5):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
             raw.sendall(os.urandom(4096))
-    # a ZeroMQ peer without the cluster key: plain, then CURVE with a key of its own
-    ctx = zmq.Context()
-    try:
-        plain = ctx.socket(zmq.DEALER)
-        plain.setsockopt(zmq.LINGER, 0)
-        plain.connect(f"tcp://127.0.0.1:{port}")
-        plain.send(b"\x91\x96\x01\xa2n1\xc4\x00\x01\xc0\xc4\x00")
-        assert plain.poll(1000) == 0
-        public, secret = zmq.curve_keypair()
-        server_public = zmq.curve_public(Cluster(Path(sql(n1, "SHOW data_directory")[0][0]).parent.parent)
-                                         .cluster_secret().encode())
-        stranger = ctx.socket(zmq.DEALER)
-        stranger.setsockopt(zmq.LINGER, 0)
-        stranger.curve_serverkey = server_public
-        stranger.curve_publickey = public
-        stranger.curve_secretkey = secret
-        stranger.setsockopt_string(zmq.ROUTING_ID, "n1")
-        stranger.connect(f"tcp://127.0.0.1:{port}")
-        stranger.send(b"\x91\x96\x07\xa2n1\xc4\x00\x01\xc0\xc4\x00")  # a PING
-        assert stranger.poll(1000) == 0
-    finally:
-        ctx.destroy(0)
+            assert _closed_by_peer(raw)
+    # a protocol frame without the handshake
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        ping = protocol.pack([protocol.message(protocol.Kind.PING, "n1", b"", 1)])
+        raw.sendall(framing.encode(ping))
+        assert _closed_by_peer(raw)
+    # a would-be n1 that does not hold the cluster key: it cannot answer the challenge
+    link = PeerLink(socket.create_connection(("127.0.0.1", port)), "n1", b"x" * 64, connector=True,
+                    expected="n2")
+    link.state = "connecting"
+    deadline = time.monotonic() + 5
+    with pytest.raises(HandshakeError, match="could not prove the cluster key"):
+        link.writable()
+        while time.monotonic() < deadline:
+            link.read()
+            time.sleep(0.05)
+    link.close()
     # the multiplexer goes on serving
     assert sql(n1, "SELECT count(*) FROM items") == [(301,)]
+    assert sql(n1, "SELECT state FROM shoal.mux_stats WHERE peer = 'n2'") == [("up",)]
 
 
 def test_remote_work_runs_with_the_callers_privileges(cluster) -> None:

@@ -72,9 +72,9 @@ def test_text_tuples() -> None:
 
 
 def test_node_addresses() -> None:
-    assert node_address("n2", "host=127.0.0.1 port=5441 dbname=postgres", "").endpoint == "tcp://127.0.0.1:6441"
-    assert node_address("n2", "host=10.0.0.2 port=5441", "7000").endpoint == "tcp://10.0.0.2:7000"
-    assert node_address("n3", "host=/tmp port=5500", None).endpoint == "tcp://127.0.0.1:6500"
+    assert node_address("n2", "host=127.0.0.1 port=5441 dbname=postgres", "").endpoint == "127.0.0.1:6441"
+    assert node_address("n2", "host=10.0.0.2 port=5441", "7000").endpoint == "10.0.0.2:7000"
+    assert node_address("n3", "host=/tmp port=5500", None).endpoint == "127.0.0.1:6500"
 
 
 def test_stats_rows_and_prometheus() -> None:
