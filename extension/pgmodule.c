@@ -15,6 +15,8 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include <sys/stat.h>
+
 #include "storage/latch.h"
 #include "storage/procsignal.h"
 #include "utils/builtins.h"
@@ -143,6 +145,45 @@ pg_check_interrupts(PyObject *self, PyObject *unused)
 }
 
 /*
+ * The wait set of the socket a backend waits on most (its multiplexer's):
+ * a fresh one per wait costs epoll_create, epoll_ctl and close each time.
+ * It is kept per socket identity (device and inode), because the number of
+ * a closed descriptor is reused by the next socket.
+ */
+static WaitEventSet *socket_wait_set = NULL;
+static int	socket_wait_fd = -1;
+static bool socket_wait_write = false;
+static dev_t socket_wait_dev;
+static ino_t socket_wait_ino;
+
+static WaitEventSet *
+wait_set_for(int fd, bool write)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) != 0)
+		return NULL;
+	if (socket_wait_set != NULL && fd == socket_wait_fd && write == socket_wait_write &&
+		st.st_dev == socket_wait_dev && st.st_ino == socket_wait_ino)
+		return socket_wait_set;
+	if (socket_wait_set != NULL)
+	{
+		FreeWaitEventSet(socket_wait_set);
+		socket_wait_set = NULL;
+	}
+	socket_wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(socket_wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(socket_wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(socket_wait_set, write ? WL_SOCKET_WRITEABLE : WL_SOCKET_READABLE, fd,
+					  NULL, NULL);
+	socket_wait_fd = fd;
+	socket_wait_write = write;
+	socket_wait_dev = st.st_dev;
+	socket_wait_ino = st.st_ino;
+	return socket_wait_set;
+}
+
+/*
  * wait(fd=-1, timeout=None, write=False) -> bool
  *
  * Sleep on the backend's latch (so cancel, timeouts and postmaster death
@@ -186,7 +227,17 @@ pg_wait(PyObject *self, PyObject *args, PyObject *kwargs)
 	ts = PyEval_SaveThread();
 	PG_TRY();
 	{
-		rc = WaitLatchOrSocket(MyLatch, events, fd, timeout_ms, PG_WAIT_EXTENSION);
+		WaitEventSet *set = fd >= 0 ? wait_set_for(fd, write) : NULL;
+
+		if (set != NULL)
+		{
+			WaitEvent	event;
+
+			rc = WaitEventSetWait(set, timeout_ms, &event, 1, PG_WAIT_EXTENSION) == 0 ?
+				WL_TIMEOUT : event.events;
+		}
+		else
+			rc = WaitLatchOrSocket(MyLatch, events, fd, timeout_ms, PG_WAIT_EXTENSION);
 		if (rc & WL_LATCH_SET)
 			ResetLatch(MyLatch);
 

@@ -23,10 +23,19 @@ from shoal.multiplexer.protocol import encode_job
 
 @dataclass
 class _LocalTransaction:
-    key: str
     serializable: bool = False
+    _key: str | None = None
     depth: dict[str, int] = field(default_factory=dict)  # node -> remote nesting (1: block open)
     pending: list[Stream] = field(default_factory=list)  # control jobs sent, not yet confirmed
+
+    @property
+    def key(self) -> str:
+        """The name of the transaction on other nodes, made when it first writes there (most
+        transactions only read: they need none)."""
+        if self._key is None:
+            me = backend.setting("shoal.node_name") or "node"
+            self._key = f"{me}:{uuid.uuid4().hex}"
+        return self._key
 
 
 _current: _LocalTransaction | None = None
@@ -35,8 +44,7 @@ _current: _LocalTransaction | None = None
 def _transaction() -> _LocalTransaction:
     global _current
     if _current is None:
-        me = backend.setting("shoal.node_name") or "node"
-        _current = _LocalTransaction(f"{me}:{uuid.uuid4().hex}")
+        _current = _LocalTransaction()
     return _current
 
 
