@@ -42,6 +42,9 @@ def from_text(oid: int, text: str) -> Any:
 
 def to_text(value: Any, oid: int) -> str | None:
     """A Python value in the input syntax of the column type ``oid``."""
+    kind = type(value)
+    if kind is int or (kind is str and oid not in JSON_OIDS):  # most values: keys and text
+        return str(value)
     if oid in JSON_OIDS:
         return value if isinstance(value, str) else _json(value)
     return _scalar_text(value, json_elements=oid in JSON_ARRAY_OIDS)

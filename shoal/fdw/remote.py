@@ -37,6 +37,7 @@ class RemotePartition(ForeignDataWrapper):
             self.exact_quals = False
         self._table: str | None = None
         self._rows_estimate: float | None = None
+        self._sql_cache: dict[tuple, str] = {}  # a plan's scans all send the same SQL
         self._writes: list[Stream] = []  # batches sent, checked at the end of the statement
 
     # -- where the table is -------------------------------------------------------------------
@@ -79,9 +80,16 @@ class RemotePartition(ForeignDataWrapper):
     ) -> str:
         if not self.exact_quals:
             quals = Quals()
-        return remote_sql.select_sql(
-            self._table_sql(), self._remote_columns(columns), quals, self._remote_sortkeys(sortkeys), limit
-        )
+        key = (tuple(columns), tuple(q.sql for q in quals), tuple(sortkeys or ()), limit)
+        sql = self._sql_cache.get(key)
+        if sql is None:
+            if len(self._sql_cache) >= 256:
+                self._sql_cache.clear()
+            sql = self._sql_cache[key] = remote_sql.select_sql(
+                self._table_sql(), self._remote_columns(columns), quals, self._remote_sortkeys(sortkeys),
+                limit,
+            )
+        return sql
 
     # -- planning -----------------------------------------------------------------------------
 
