@@ -159,7 +159,7 @@ class Multiplexer:
         except OSError as exc:  # a refused or broken connection: the peer is down or restarting
             log.debug("peer connection to %s failed: %s", link.peer, exc)
             frames = None
-        if frames is None or link.state == "closed":
+        if frames is None or link.closed:
             self._link_lost(link)
             return
         if link.up and not link.connector and link.peer is not None:

@@ -81,17 +81,16 @@ class FrameReader:
         return frames
 
 
-class Connection:
-    """One non-blocking local connection, as the multiplexer holds it."""
+class FramedSocket:
+    """A non-blocking socket carrying frames: what comes in is split, what goes out is queued."""
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.fd = sock.fileno()
-        self.pid = peer_pid(sock)
-        self.ident = b""  # the multiplexer's name for it
         self.reader = FrameReader()
         self.out = bytearray()
+        self.closed = False
 
     def read(self) -> list[bytes] | None:
         """Whatever whole frames have arrived; None once the other end has closed."""
@@ -119,9 +118,20 @@ class Connection:
                 return False
             except ConnectionError:
                 self.out.clear()
+                self.closed = True
                 return True
             del self.out[:sent]
         return True
 
     def close(self) -> None:
+        self.closed = True
         self.sock.close()
+
+
+class Connection(FramedSocket):
+    """A backend's or a worker's connection, as the multiplexer holds it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.pid = peer_pid(sock)
+        self.ident = b""  # the multiplexer's name for it

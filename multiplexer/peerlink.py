@@ -39,24 +39,20 @@ def _mac(secret: bytes, role: bytes, first: bytes, second: bytes, names: tuple[s
     return hmac.digest(secret, message, "sha256")
 
 
-class PeerLink:
+class PeerLink(framing.FramedSocket):
     """A TCP connection to another multiplexer, through its handshake and after."""
 
     def __init__(self, sock: socket.socket, me: str, secret: bytes, connector: bool,
                  expected: str | None = None) -> None:
-        sock.setblocking(False)
+        super().__init__(sock)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # frames leave at once
-        self.sock = sock
-        self.fd = sock.fileno()
         self.me = me
         self.secret = secret
         self.connector = connector
         self.peer = expected  # the connector knows whom it called; the acceptor learns it
         self.state = "connecting" if connector else "handshake"
         self.started = time.monotonic()
-        self.reader = framing.FrameReader()
-        self.out = bytearray()
         self._nonce = os.urandom(16)
         self._their_nonce = b""
 
@@ -72,7 +68,7 @@ class PeerLink:
 
     @property
     def up(self) -> bool:
-        return self.state == "up"
+        return self.state == "up" and not self.closed
 
     def expired(self, now: float) -> bool:
         return not self.up and now - self.started > HANDSHAKE_S
@@ -91,46 +87,22 @@ class PeerLink:
 
     def read(self) -> list[bytes] | None:
         """Protocol frames received (the handshake's are consumed here); None when closed."""
-        frames: list[bytes] = []
-        while True:
-            try:
-                data = self.sock.recv(framing.READ_BYTES)
-            except BlockingIOError:
-                break
-            except ConnectionError:
-                return None
-            if not data:
-                return None
-            for frame in self.reader.feed(data):
-                if self.up:
-                    frames.append(frame)
-                else:
-                    self._handshake(frame)
-        return frames
+        frames = super().read()
+        if frames is None or self.up:
+            return frames
+        received = []
+        for frame in frames:
+            if self.up:
+                received.append(frame)  # the handshake ended inside this read
+            else:
+                self._handshake(frame)
+        return received
 
     def send(self, frame: bytes) -> None:
         self._send_frame(frame)
 
-    def flush(self) -> bool:
-        """False while some of what is queued waits for the socket to drain."""
-        while self.out:
-            try:
-                sent = self.sock.send(self.out)
-            except BlockingIOError:
-                return False
-            except ConnectionError:
-                self.out.clear()
-                self.state = "closed"
-                return True
-            del self.out[:sent]
-        return True
-
-    def close(self) -> None:
-        self.state = "closed"
-        self.sock.close()
-
     def _send_frame(self, frame: bytes) -> None:
-        self.out += framing.encode(frame)
+        self.queue(frame)
         self.flush()
 
     # -- the handshake ----------------------------------------------------------------------------
