@@ -31,7 +31,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,12 +38,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from shoal import osuser
-from shoal.pgbin import pg_bin
-
 REPO = Path(__file__).resolve().parent.parent
+# `bench` must be importable; the installed `shoal` must win over the source tree.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO] + [str(REPO)]
+
+import psycopg  # noqa: E402
+
+from bench.report import cpu_model, git_revision, progress  # noqa: E402
+from shoal import osuser  # noqa: E402
+from shoal.pgbin import pg_bin  # noqa: E402
+
 HANDLERS = REPO / "bench" / "handlers"
 RESULTS = REPO / "bench" / "results"
 DEFAULT_CHUNK_BYTES = 256 * 1024
@@ -67,12 +70,7 @@ SYSTEMS = [
 BASELINE = "file_fdw (CSV)"
 FASTPATH = "shoal_fdw binary fast path"
 
-_t0 = time.monotonic()
 
-
-def progress(message: str) -> None:
-    """One progress line, with the time since the start."""
-    print(f"[{time.monotonic() - _t0:7.1f}s] {message}", flush=True)
 
 
 @dataclass
@@ -259,23 +257,6 @@ def markdown(results: list[SystemResult], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} x{os.cpu_count()}"
-
-
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def write_results(results: list[SystemResult], meta: dict[str, Any], md: str, where: Path) -> Path:
@@ -358,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": "file_fdw time / system time (above 1: faster than file_fdw)",
         "file_bytes": sizes,
         "server_version": server_version,
-        "cpu": cpu_model(),
+        "cpu": f"{cpu_model()} x{os.cpu_count()}",
         "kernel": platform.release(),
         "git": git_revision(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

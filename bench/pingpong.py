@@ -7,9 +7,8 @@ bench/transport.py runs this file as that user (``runuser -u postgres -- python 
 * unloaded round-trip latency, one ping at a time (``MuxClient.ping``), to each target node;
 * pipelined pings: one connection to n1's multiplexer keeps a window of K pings in flight,
   refilling as PONGs arrive, either one ping per frame ("single") or as many per frame as the PONGs
-  just received ("batched").  The connection is whatever the installed shoal uses for the local
-  hop: a ZeroMQ DEALER on ``ipc://`` (the first design), or a Unix stream socket with
-  length-prefixed frames (``shoal.multiplexer.framing``, when it exists);
+  just received ("batched"), over the local hop a backend uses (a Unix stream socket with
+  length-prefixed frames, ``shoal.multiplexer.framing``);
 * the same for a bare pyzmq DEALER/ROUTER echo between two Python processes over TCP, as the
   floor of Python + ZeroMQ on this machine.
 
@@ -38,24 +37,20 @@ import msgpack  # noqa: E402
 import zmq  # noqa: E402
 
 from bench.cpu import CLK_TCK, read_stat  # noqa: E402
-from shoal.multiplexer import protocol  # noqa: E402
+from bench.report import progress as _progress  # noqa: E402
+from shoal.multiplexer import framing, protocol  # noqa: E402
 from shoal.multiplexer.client import MuxClient  # noqa: E402
 from shoal.multiplexer.protocol import Kind  # noqa: E402
 
-try:  # the local hop as a Unix stream socket with length-prefixed frames
-    from shoal.multiplexer import framing  # noqa: E402
-except ImportError:  # the local hop over ZeroMQ IPC
-    framing = None
-
-LOCAL_HOP = "unix stream socket, length-prefixed frames" if framing is not None else "zmq DEALER over ipc://"
+LOCAL_HOP = "unix stream socket, length-prefixed frames"
 
 STALL_MS = 10_000  # no answer for this long: the run failed
-_t0 = time.monotonic()
 _ids = iter(range(1, 1 << 30))
 
 
 def progress(message: str) -> None:
-    print(f"[ping {time.monotonic() - _t0:6.1f}s] {message}", file=sys.stderr, flush=True)
+    _progress(message, prefix="ping ", stream=sys.stderr)
+
 
 
 def percentiles(samples_us: list[float]) -> dict[str, float]:
@@ -93,28 +88,19 @@ class CpuWatch:
 
 
 class LocalLink:
-    """A connection to the node's multiplexer, the way the installed client makes it."""
+    """A connection to the node's multiplexer, as a backend's client makes it."""
 
-    def __init__(self, ctx: zmq.Context, path: str) -> None:
-        if framing is not None:
-            self.sock = framing.connect(path)
-            self.reader = framing.FrameReader()
-            self.pending: list[bytes] = []
-            self.encode = framing.encode
-            self.poller = zmq.Poller()
-            self.poller.register(self.sock.fileno(), zmq.POLLIN)
-        else:
-            self.zsock = _dealer(ctx, "ipc://" + path)
+    def __init__(self, path: str) -> None:
+        self.sock = framing.connect(path)
+        self.reader = framing.FrameReader()
+        self.pending: list[bytes] = []
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock.fileno(), zmq.POLLIN)
 
     def send(self, frame: bytes) -> None:
-        if framing is not None:
-            self.sock.sendall(self.encode(frame))
-        else:
-            self.zsock.send(frame)
+        self.sock.sendall(framing.encode(frame))
 
     def recv(self, what: str) -> bytes:
-        if framing is None:
-            return _recv(self.zsock, what)
         while not self.pending:
             if not self.poller.poll(STALL_MS):
                 raise SystemExit(f"{what}: no answer for {STALL_MS / 1000:.0f} s")
@@ -125,14 +111,7 @@ class LocalLink:
         return self.pending.pop(0)
 
     def close(self) -> None:
-        if framing is not None:
-            self.sock.close()
-        else:
-            self.zsock.close(0)
-
-
-def mux_client(path: str) -> MuxClient:
-    return MuxClient(path if framing is not None else "ipc://" + path)
+        self.sock.close()
 
 
 def _dealer(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
@@ -152,7 +131,7 @@ def _recv(sock: zmq.Socket, what: str) -> bytes:
 
 def mux_latency(path: str, node: str, count: int) -> dict[str, Any]:
     """One ping at a time through MuxClient.ping, as a backend would."""
-    client = mux_client(path)
+    client = MuxClient(path)
     try:
         for _ in range(min(200, count)):  # warm-up: the channel, the caches
             client.ping(node)
@@ -167,10 +146,10 @@ def mux_latency(path: str, node: str, count: int) -> dict[str, Any]:
     return percentiles(samples)
 
 
-def mux_pipelined(ctx: zmq.Context, path: str, node: str, window: int, seconds: float,
+def mux_pipelined(path: str, node: str, window: int, seconds: float,
                   batched: bool, watch: CpuWatch) -> dict[str, Any]:
     """Keep `window` pings to `node` in flight for `seconds`; pings answered per second."""
-    sock = LocalLink(ctx, path)
+    sock = LocalLink(path)
     pack, unpackb = protocol.pack, msgpack.unpackb
     ping, pong = int(Kind.PING), int(Kind.PONG)
     req = 0
@@ -319,7 +298,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         for window in spec["windows"]:
             for batched in (False, True):
                 framing = "batched" if batched else "single"
-                run_ = mux_pipelined(ctx, path, node, window, seconds, batched, CpuWatch(muxes))
+                run_ = mux_pipelined(path, node, window, seconds, batched, CpuWatch(muxes))
                 result["pipelined"].append({"target": node, "window": window, "framing": framing, **run_})
                 progress(f"pipelined to {node}, window {window}, {framing} frames: "
                          f"{run_['rate_per_s']:,} pings/s ({run_['pongs_per_frame']} per frame)")

@@ -74,6 +74,7 @@ import psycopg  # noqa: E402
 
 from bench import cpu  # noqa: E402
 from bench import pgbench as pgb  # noqa: E402
+from bench.report import cpu_model, git_revision, progress  # noqa: E402
 from shoal import osuser  # noqa: E402
 from shoal.cluster import Cluster, Node, port_in_use  # noqa: E402
 from shoal.multiplexer.config import METRICS_PORT_OFFSET, MUX_PORT_OFFSET, ipc_path_for  # noqa: E402
@@ -109,35 +110,11 @@ CPU_COLUMNS = [  # (node or "pgbench", kind) -> column
     (("n2", "client backends"), "n2 backends"),
 ]
 
-_t0 = time.monotonic()
 
-
-def progress(message: str) -> None:
-    """One progress line, with the time since the start."""
-    print(f"[{time.monotonic() - _t0:7.1f}s] {message}", flush=True)
 
 
 # -- the machine ---------------------------------------------------------------------------------
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True,
-                           text=True).stdout.strip()
-    return out.stdout.strip() + (" (uncommitted changes)" if dirty else "")
 
 
 def free_port(requested: int | None) -> int:

@@ -37,7 +37,6 @@ from shoal.multiplexer.stats import Snapshot
 log = logging.getLogger("shoal.multiplexer")
 
 POLL_MS = 100  # also how quickly a shutdown request is noticed
-BATCH_LIMIT = 2000  # frames read from one socket per turn, so that no socket starves the others
 REFRESH_NODES_S = 5.0
 LIVENESS_S = 1.0
 RECONNECT_S = 0.5

@@ -17,13 +17,6 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def quote_literal(text: str) -> str:
-    """A string literal for a server with standard_conforming_strings on."""
-    if "\0" in text:
-        raise ValueError("a SQL literal cannot contain a NUL character")
-    return "'" + text.replace("'", "''") + "'"
-
-
 def qualified_name(schema: str, table: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(table)}"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from shoal.fdw.quals import Qual, Quals, SortKey
 from shoal.planner import remote_sql
 
@@ -12,13 +10,6 @@ def test_identifiers_are_always_quoted() -> None:
     assert remote_sql.quote_ident("id") == '"id"'
     assert remote_sql.quote_ident('we"ird Name') == '"we""ird Name"'
     assert remote_sql.qualified_name("public", "select") == '"public"."select"'
-
-
-def test_literals_double_quotes_and_refuse_nul() -> None:
-    assert remote_sql.quote_literal("it's") == "'it''s'"
-    assert remote_sql.quote_literal("back\\slash") == "'back\\slash'"
-    with pytest.raises(ValueError):
-        remote_sql.quote_literal("a\0b")
 
 
 def test_select_with_quals_order_and_limit() -> None:

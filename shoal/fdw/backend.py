@@ -34,7 +34,9 @@ def nest_level() -> int:
 
 
 def wait(fd: int = -1, timeout: float | None = None, write: bool = False) -> bool:
-    """Sleep on the backend's latch and optionally a socket; cancel and timeouts interrupt it."""
+    """Sleep on the backend's latch and optionally a socket; cancel and timeouts interrupt it
+    (QueryCanceled).  Returns whether the socket is ready.  It may return early, whenever the
+    backend's latch is set: a caller waiting for a deadline loops until it has passed."""
     return _require().wait(fd, timeout, write)
 
 

@@ -1,0 +1,41 @@
+"""What every benchmark prints about itself: progress lines, the machine and the code it measured."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+_t0 = time.monotonic()
+
+
+def progress(message: str, prefix: str = "", stream=sys.stdout) -> None:
+    """One progress line, with the time since the benchmark started."""
+    print(f"[{prefix}{time.monotonic() - _t0:7.1f}s] {message}", file=stream, flush=True)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (the core count is os.cpu_count())."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_revision() -> str | None:
+    """The commit measured, marked when the working tree differs from it."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True,
+                           text=True).stdout.strip()
+    return out.stdout.strip() + (" (uncommitted changes)" if dirty else "")
