@@ -1,6 +1,10 @@
 """Shared fixtures of the FDW host tests: one PostgreSQL 15 server for the session, with the shoal
 extension preloaded and ``shoal.python_path`` pointing at ``tests/handlers`` (the test handlers, which
 run inside the server's backends), and per test a fresh connection and schema.
+
+Test files that start clusters of their own use fixed ports from 26100 (each file its own hundred;
+multiplexers listen at +1000, metrics at +2000): below the kernel's ephemeral range (32768-60999),
+where any outgoing connection of the suite could be holding a port when a server tries to bind it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The `shoal` command line as a user meets it: a real process, its stdout, stderr and exit code.
 
-Ports 56100-56199 belong to this file.
+Ports 26100-26199 belong to this file.
 """
 
 from __future__ import annotations
@@ -72,11 +72,11 @@ def test_console_script_and_version() -> None:
 def test_up_status_down_up_destroy(cluster_dir: Path) -> None:
     d = str(cluster_dir)
 
-    up = shoal("up", "--nodes", "2", "--dir", d, "--port", "56101")
+    up = shoal("up", "--nodes", "2", "--dir", d, "--port", "26101")
     assert up.returncode == 0, up.stderr
     lines = up.stdout.splitlines()
-    assert [CONNINFO.match(line).group(1) for line in lines] == ["56101", "56102"]  # type: ignore[union-attr]
-    assert "shoal: initdb n1" in up.stderr and "shoal: starting n2 on port 56102" in up.stderr
+    assert [CONNINFO.match(line).group(1) for line in lines] == ["26101", "26102"]  # type: ignore[union-attr]
+    assert "shoal: initdb n1" in up.stderr and "shoal: starting n2 on port 26102" in up.stderr
     for line in lines:
         with psycopg.connect(line) as conn:
             assert conn.execute("SHOW shared_preload_libraries").fetchone() == ("shoal",)
@@ -89,14 +89,14 @@ def test_up_status_down_up_destroy(cluster_dir: Path) -> None:
     status = shoal("status", "--dir", d)
     assert status.returncode == 0, status.stderr
     assert f"cluster {cluster_dir}: 2 of 2 nodes running" in status.stdout
-    assert re.search(r"^\s+n1\s+up\s+56101\s+\d+\s+2\s+host=", status.stdout, re.M), status.stdout
-    assert re.search(r"^\s+n2\s+up\s+56102\s+\d+\s+2\s+host=", status.stdout, re.M), status.stdout
+    assert re.search(r"^\s+n1\s+up\s+26101\s+\d+\s+2\s+host=", status.stdout, re.M), status.stdout
+    assert re.search(r"^\s+n2\s+up\s+26102\s+\d+\s+2\s+host=", status.stdout, re.M), status.stdout
 
     down = shoal("down", "--dir", d)
     assert down.returncode == 0, down.stderr
     assert "stopping n1" in down.stderr and "stopping n2" in down.stderr
     status = shoal("status", "--dir", d)
-    assert re.search(r"^\s+n2\s+down\s+56102\s+-", status.stdout, re.M), status.stdout
+    assert re.search(r"^\s+n2\s+down\s+26102\s+-", status.stdout, re.M), status.stdout
 
     restarted = shoal("up", "--dir", d)
     assert restarted.returncode == 0, restarted.stderr
@@ -111,10 +111,10 @@ def test_up_status_down_up_destroy(cluster_dir: Path) -> None:
 def test_port_in_use_is_a_one_line_error(cluster_dir: Path) -> None:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 56111))
+        sock.bind(("127.0.0.1", 26111))
         sock.listen()
-        result = shoal("up", "--nodes", "2", "--dir", str(cluster_dir), "--port", "56111")
-    _assert_one_line_error(result, "port 56111 on 127.0.0.1 (node n1) is already in use")
+        result = shoal("up", "--nodes", "2", "--dir", str(cluster_dir), "--port", "26111")
+    _assert_one_line_error(result, "port 26111 on 127.0.0.1 (node n1) is already in use")
     assert "--port" in result.stderr.splitlines()[1]
     assert not cluster_dir.exists()
 

@@ -2,7 +2,7 @@
 growing, destroy, and the failures a user can run into.
 
 Under `make test` these run as the unprivileged user that runs the servers, so the "not root" code path
-is the one exercised here (`make demo` exercises the root one). Ports 56200-56299 belong to this file.
+is the one exercised here (`make demo` exercises the root one). Ports 26200-26299 belong to this file.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ def _listener(port: int) -> socket.socket:
 
 def test_up_starts_nodes_with_the_extension(cluster_dir: Path) -> None:
     steps: list[str] = []
-    nodes = Cluster(cluster_dir).up(nodes=2, port=56201, progress=steps.append)
+    nodes = Cluster(cluster_dir).up(nodes=2, port=26201, progress=steps.append)
 
-    assert [(n.name, n.port) for n in nodes] == [("n1", 56201), ("n2", 56202)]
+    assert [(n.name, n.port) for n in nodes] == [("n1", 26201), ("n2", 26202)]
     assert any("initdb n1" in s for s in steps) and any("starting n2" in s for s in steps)
     for node in nodes:
         assert node.conninfo == f"host=127.0.0.1 port={node.port} dbname=postgres user=postgres"
@@ -80,7 +80,7 @@ def test_up_starts_nodes_with_the_extension(cluster_dir: Path) -> None:
 
 def test_up_twice_is_idempotent(cluster_dir: Path) -> None:
     cluster = Cluster(cluster_dir)
-    first = cluster.up(nodes=2, port=56211)
+    first = cluster.up(nodes=2, port=26211)
     pids = [cluster.pid(n) for n in first]
 
     steps: list[str] = []
@@ -89,30 +89,30 @@ def test_up_twice_is_idempotent(cluster_dir: Path) -> None:
     assert again == first
     assert [cluster.pid(n) for n in again] == pids
     assert steps == []  # nothing to create, start or register
-    assert Cluster(cluster_dir).up(nodes=2, port=56211) == first  # same options are fine too
+    assert Cluster(cluster_dir).up(nodes=2, port=26211) == first  # same options are fine too
     for node in first:
         assert len(_sql(node, "SELECT name FROM shoal.nodes")) == 2  # nobody registered twice
 
 
 def test_up_refuses_to_change_ports_or_shrink(cluster_dir: Path) -> None:
-    Cluster(cluster_dir).up(nodes=2, port=56221)
-    with pytest.raises(ShoalError, match="already uses ports from 56221"):
-        Cluster(cluster_dir).up(port=56225)
+    Cluster(cluster_dir).up(nodes=2, port=26221)
+    with pytest.raises(ShoalError, match="already uses ports from 26221"):
+        Cluster(cluster_dir).up(port=26225)
     with pytest.raises(ShoalError, match="does not remove nodes"):
         Cluster(cluster_dir).up(nodes=1)
 
 
 def test_up_grows_the_cluster(cluster_dir: Path) -> None:
-    Cluster(cluster_dir).up(nodes=1, port=56231)
+    Cluster(cluster_dir).up(nodes=1, port=26231)
     nodes = Cluster(cluster_dir).up(nodes=2)
-    assert [n.port for n in nodes] == [56231, 56232]
+    assert [n.port for n in nodes] == [26231, 26232]
     for node in nodes:
         assert {r[0] for r in _sql(node, "SELECT name FROM shoal.nodes")} == {"n1", "n2"}
 
 
 def test_down_then_up_keeps_data(cluster_dir: Path) -> None:
     cluster = Cluster(cluster_dir)
-    nodes = cluster.up(nodes=2, port=56241)
+    nodes = cluster.up(nodes=2, port=26241)
     _sql(nodes[0], "CREATE TABLE kept AS SELECT 42 AS answer")
 
     steps: list[str] = []
@@ -131,7 +131,7 @@ def test_down_then_up_keeps_data(cluster_dir: Path) -> None:
 
 def test_status(cluster_dir: Path) -> None:
     cluster = Cluster(cluster_dir)
-    nodes = cluster.up(nodes=2, port=56251)
+    nodes = cluster.up(nodes=2, port=26251)
 
     status = cluster.status()
     assert status.directory == cluster_dir
@@ -151,7 +151,7 @@ def test_status(cluster_dir: Path) -> None:
 
 def test_destroy_removes_the_directory(cluster_dir: Path) -> None:
     cluster = Cluster(cluster_dir)
-    nodes = cluster.up(nodes=2, port=56261)
+    nodes = cluster.up(nodes=2, port=26261)
     assert cluster.destroy() is True
     assert not cluster_dir.exists()
     assert not any(port_in_use(n.port) for n in nodes)
@@ -160,16 +160,16 @@ def test_destroy_removes_the_directory(cluster_dir: Path) -> None:
 
 def test_destroy_keeps_what_shoal_did_not_create(cluster_dir: Path) -> None:
     cluster = Cluster(cluster_dir)
-    cluster.up(nodes=1, port=56265)
+    cluster.up(nodes=1, port=26265)
     (cluster_dir / "notes.txt").write_text("mine")
     cluster.destroy()
     assert [p.name for p in cluster_dir.iterdir()] == ["notes.txt"]
 
 
 def test_port_in_use_fails_before_creating_anything(cluster_dir: Path) -> None:
-    with _listener(56272):
-        with pytest.raises(ShoalError, match=r"port 56272 on 127\.0\.0\.1 \(node n2\) is already in use"):
-            Cluster(cluster_dir).up(nodes=2, port=56271)
+    with _listener(26272):
+        with pytest.raises(ShoalError, match=r"port 26272 on 127\.0\.0\.1 \(node n2\) is already in use"):
+            Cluster(cluster_dir).up(nodes=2, port=26271)
     assert not cluster_dir.exists()
 
 
@@ -177,7 +177,7 @@ def test_refuses_a_directory_holding_something_else(cluster_dir: Path) -> None:
     cluster_dir.mkdir()
     (cluster_dir / "precious").write_text("do not touch")
     with pytest.raises(ShoalError, match="not empty and holds no shoal cluster"):
-        Cluster(cluster_dir).up(nodes=1, port=56275)
+        Cluster(cluster_dir).up(nodes=1, port=26275)
     with pytest.raises(ShoalError, match="no shoal cluster"):
         Cluster(cluster_dir).destroy()
     assert (cluster_dir / "precious").read_text() == "do not touch"
@@ -185,7 +185,7 @@ def test_refuses_a_directory_holding_something_else(cluster_dir: Path) -> None:
 
 def test_a_node_that_cannot_start_reports_the_server_reason(cluster_dir: Path) -> None:
     cluster = Cluster(cluster_dir)
-    nodes = cluster.up(nodes=1, port=56281)
+    nodes = cluster.up(nodes=1, port=26281)
     cluster.down()
     with (cluster.data_dir(nodes[0]) / "postgresql.auto.conf").open("a") as f:
         f.write("max_connections = 'many'\n")

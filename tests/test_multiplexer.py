@@ -1,6 +1,6 @@
 """The multiplexer end to end on a real two-node cluster (shoal up): results through the channel,
 connection counts, cancel and timeout, a node or a worker dying, big results in bounded memory,
-strangers on the port, and the caller's privileges.  Ports 56400-56499 belong to this file.
+strangers on the port, and the caller's privileges.  Ports 26400-26499 belong to this file.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from shoal.multiplexer import framing, protocol
 from shoal.multiplexer.peerlink import HandshakeError, PeerLink
 from shoal.pgbin import pg_bin
 
-PORT = 56401
+PORT = 26401
 MUX_OFFSET = 1000
 METRICS_OFFSET = 2000
 WORKERS = 4  # shoal.workers' default

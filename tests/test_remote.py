@@ -1,7 +1,7 @@
 """shoal.fdw.remote: foreign partitions on another shoal node, end to end on a real 2-node cluster.
 
 A DBA-declared layout, as in the contract: `t` is hash-partitioned on n1, partition 0 is local and
-partition 1 is a shoal_fdw foreign table on n2.  Ports 56300-56399 belong to this file.
+partition 1 is a shoal_fdw foreign table on n2.  Ports 26300-26399 belong to this file.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def nodes() -> Iterator[tuple[Node, Node]]:
     parent = Path(tempfile.mkdtemp(prefix="shoal-r-"))
     cluster = Cluster(parent / "c")
     try:
-        n1, n2 = cluster.up(nodes=2, port=56301)
+        n1, n2 = cluster.up(nodes=2, port=26301)
         with psycopg.connect(n2.conninfo, autocommit=True) as conn:
             conn.execute(SCHEMA_N2)
         with psycopg.connect(n1.conninfo, autocommit=True) as conn:
@@ -219,5 +219,5 @@ def test_node_down_then_back(nodes: tuple[Node, Node]) -> None:
                 conn.execute("SELECT count(*) FROM t_p1")
             assert conn.execute("SELECT 1").fetchone() == (1,)
         finally:
-            cluster.up(nodes=2, port=56301)
+            cluster.up(nodes=2, port=26301)
         assert conn.execute("SELECT count(*) FROM t_p1").fetchone()[0] > 0
