@@ -319,6 +319,22 @@ decode_tuple(ShoalBinaryReader *r, const char *buf, TupleTableSlot *slot, ShoalT
 			off += Max(len, 0);
 			continue;
 		}
+		if (attnum == SelfItemPointerAttributeNumber)
+		{
+			/* tid's binary form: block number (4 bytes), offset (2) */
+			uint32		block;
+			uint16		offset;
+
+			if (len != 6)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+						 errmsg("incorrect binary data format for a ctid")));
+			memcpy(&block, buf + off, 4);
+			memcpy(&offset, buf + off + 4, 2);
+			ItemPointerSet(&slot->tts_tid, pg_ntoh32(block), pg_ntoh16(offset));
+			off += len;
+			continue;
+		}
 		slot->tts_values[attnum - 1] =
 			decode_field(r, &io[attnum - 1], buf + off, len,
 						 NameStr(TupleDescAttr(desc, attnum - 1)->attname));

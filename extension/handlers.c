@@ -213,12 +213,17 @@ shoal_column_names(Relation rel, List *attnums)
 		Form_pg_attribute att;
 		PyObject   *name;
 
-		if (attnum < 1 || attnum > desc->natts)
-			continue;
-		att = TupleDescAttr(desc, attnum - 1);
-		if (att->attisdropped)
-			continue;
-		name = shoal_cstring_to_py(NameStr(att->attname));
+		if (attnum == SelfItemPointerAttributeNumber)
+			name = PyUnicode_FromString("ctid");
+		else
+		{
+			if (attnum < 1 || attnum > desc->natts)
+				continue;
+			att = TupleDescAttr(desc, attnum - 1);
+			if (att->attisdropped)
+				continue;
+			name = shoal_cstring_to_py(NameStr(att->attname));
+		}
 		if (name == NULL || PyList_Append(names, name) < 0)
 		{
 			Py_XDECREF(name);

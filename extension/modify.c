@@ -71,6 +71,12 @@ rowid_attnum(PyObject *handler, Relation rel)
 						RelationGetRelationName(rel))));
 	}
 	attnum = attnameAttNum(rel, cname, false);
+	if (attnum == InvalidAttrNumber && strcmp(cname, "ctid") == 0)
+	{
+		/* the remote row's physical address, fetched by the scan as a system column */
+		Py_DECREF(name);
+		return SelfItemPointerAttributeNumber;
+	}
 	if (attnum <= 0)
 	{
 		char	   *copy = pstrdup(cname);
@@ -91,8 +97,16 @@ shoalAddForeignUpdateTargets(PlannerInfo *root, Index rtindex, RangeTblEntry *ta
 {
 	PyObject   *handler = shoal_handler_for(RelationGetRelid(target_relation));
 	AttrNumber	attnum = rowid_attnum(handler, target_relation);
-	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(target_relation), attnum - 1);
-	Var		   *var = makeVar(rtindex, attnum, att->atttypid, att->atttypmod, att->attcollation, 0);
+	Var		   *var;
+
+	if (attnum == SelfItemPointerAttributeNumber)
+		var = makeVar(rtindex, attnum, TIDOID, -1, InvalidOid, 0);
+	else
+	{
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(target_relation), attnum - 1);
+
+		var = makeVar(rtindex, attnum, att->atttypid, att->atttypmod, att->attcollation, 0);
+	}
 
 	add_row_identity_var(root, var, rtindex, ROWID_JUNK_NAME);
 }
@@ -214,8 +228,12 @@ shoalBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo, List *f
 		state->rowid_junk = ExecFindJunkAttributeInTlist(subplan->targetlist, ROWID_JUNK_NAME);
 		if (!AttributeNumberIsValid(state->rowid_junk))
 			elog(ERROR, "could not find the row id column \"%s\"", ROWID_JUNK_NAME);
-		state->rowid_type = TupleDescAttr(RelationGetDescr(rel),
-										  rowid_attnum(state->handler, rel) - 1)->atttypid;
+		{
+			AttrNumber	attnum = rowid_attnum(state->handler, rel);
+
+			state->rowid_type = attnum == SelfItemPointerAttributeNumber ? TIDOID :
+				TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atttypid;
+		}
 	}
 }
 

@@ -430,7 +430,46 @@ pg_current_role(PyObject *self, PyObject *unused)
 	return shoal_cstring_to_py(GetUserNameFromId(GetUserId(), false));
 }
 
+/* in_worker(): True in shoal's multiplexer and workers, which run other nodes' work. */
+static PyObject *
+pg_in_worker(PyObject *self, PyObject *unused)
+{
+	return PyBool_FromLong(shoal_in_bgworker);
+}
+
+/*
+ * join_transaction(obj): obj hears of the local transaction's end and
+ * savepoints, like a handler whose table the transaction used (begin,
+ * pre_commit, commit, rollback, sub_begin...).
+ */
+static PyObject *
+pg_join_transaction(PyObject *self, PyObject *obj)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		failed = false;
+
+	if (refuse_after_error())
+		return NULL;
+	PG_TRY();
+	{
+		shoal_xact_touch(obj);
+	}
+	PG_CATCH();
+	{
+		shoal_pgmodule_catch(oldcxt);
+		failed = true;
+	}
+	PG_END_TRY();
+	if (failed)
+		return NULL;
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef pg_methods[] = {
+	{"in_worker", pg_in_worker, METH_NOARGS,
+	"True in shoal's multiplexer and workers."},
+	{"join_transaction", pg_join_transaction, METH_O,
+	"join_transaction(obj): obj hears of the local transaction's end and savepoints."},
 	{"current_role", pg_current_role, METH_NOARGS,
 	"The name of the current user (whose privileges apply now)."},
 	{"nest_level", pg_nest_level, METH_NOARGS,

@@ -88,6 +88,30 @@ collect_attrs(Bitmapset **attrs, Node *expr, Index relid)
 	}
 }
 
+/* Does the scan output the row's ctid (an UPDATE or DELETE's row identity)? */
+static bool
+wants_ctid(RelOptInfo *baserel)
+{
+	Bitmapset  *found = NULL;
+
+	pull_varattnos((Node *) baserel->reltarget->exprs, baserel->relid, &found);
+	return bms_is_member(SelfItemPointerAttributeNumber - FirstLowInvalidHeapAttributeNumber, found);
+}
+
+/* Is the handler's row id the remote ctid?  Then the scan must return it. */
+static bool
+rowid_is_ctid(Oid relid)
+{
+	PyObject   *name = PyObject_GetAttrString(shoal_handler_for(relid), "rowid_column");
+	bool		result;
+
+	if (name == NULL)
+		shoal_python_raise("rowid_column");
+	result = PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "ctid") == 0;
+	Py_DECREF(name);
+	return result;
+}
+
 List *
 shoal_attnum_list(Bitmapset *attrs)
 {
@@ -542,6 +566,8 @@ shoalGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	collect_attrs(&raw, (Node *) local_exprs, baserel->relid);
 	rel = table_open(foreigntableid, NoLock);
 	columns = shoal_attnum_list(needed_columns(raw, rel));
+	if (wants_ctid(baserel) && rowid_is_ctid(foreigntableid))
+		columns = lappend_int(columns, SelfItemPointerAttributeNumber);
 	table_close(rel, NoLock);
 
 	return make_foreignscan(tlist, local_exprs, baserel->relid, params,

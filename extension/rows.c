@@ -9,6 +9,8 @@
 #include "shoal.h"
 
 #include "executor/tuptable.h"
+#include "storage/itemptr.h"
+#include "utils/builtins.h"
 #include "utils/rel.h"
 
 void
@@ -27,13 +29,16 @@ shoal_rowmap_init(ShoalRowMap *map, Relation rel, List *attnums)
 	foreach(lc, attnums)
 	{
 		AttrNumber	attnum = lfirst_int(lc);
-		Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
 
 		map->short_map[i] = attnum;
-		map->short_keys[i] = shoal_cstring_to_py(NameStr(att->attname));
+		if (attnum == SelfItemPointerAttributeNumber)
+			map->short_keys[i] = PyUnicode_FromString("ctid");
+		else
+			map->short_keys[i] = shoal_cstring_to_py(NameStr(TupleDescAttr(desc, attnum - 1)->attname));
 		if (map->short_keys[i] == NULL)
 			shoal_python_raise("building column names");
-		shoal_rowmap_prepare(map, desc, attnum);
+		if (attnum > 0)
+			shoal_rowmap_prepare(map, desc, attnum);
 		i++;
 	}
 	/* all columns, requested ones decoded and the others skipped */
@@ -68,6 +73,34 @@ shoal_rowmap_release(ShoalRowMap *map)
 static void
 store_value(ShoalRowMap *map, TupleTableSlot *slot, AttrNumber attnum, PyObject *value)
 {
+	if (attnum == SelfItemPointerAttributeNumber)
+	{
+		/* the row id, in tid's text form "(block,offset)" */
+		PyObject   *str = value == Py_None ? NULL : PyObject_Str(value);
+		const char *text = str ? PyUnicode_AsUTF8(str) : NULL;
+
+		if (text == NULL)
+		{
+			Py_XDECREF(str);
+			if (value == Py_None)
+				ereport(ERROR,
+						(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+						 errmsg("a row from the handler has a null ctid")));
+			shoal_python_raise("reading a row's ctid");
+		}
+		PG_TRY();
+		{
+			ItemPointer tid = (ItemPointer) DatumGetPointer(DirectFunctionCall1(tidin, CStringGetDatum(text)));
+
+			ItemPointerCopy(tid, &slot->tts_tid);
+		}
+		PG_FINALLY();
+		{
+			Py_DECREF(str);
+		}
+		PG_END_TRY();
+		return;
+	}
 	slot->tts_values[attnum - 1] = shoal_py_to_datum(value, &map->io[attnum - 1],
 													 &slot->tts_isnull[attnum - 1]);
 }

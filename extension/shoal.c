@@ -32,6 +32,8 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 /*
  * PREPARE TRANSACTION's identifier is not given to transaction callbacks,
  * so remember it here for the handlers' pre_prepare and prepare hooks.
+ * DDL that may concern distributed or global tables goes through Python
+ * (see sqlfunc.c).
  */
 static void
 shoal_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
@@ -39,6 +41,8 @@ shoal_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnly
 					  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
+	PlannedStmt *original;
+	PyObject   *after;
 
 	if (IsA(parsetree, TransactionStmt) &&
 		((TransactionStmt *) parsetree)->kind == TRANS_STMT_PREPARE)
@@ -49,12 +53,37 @@ shoal_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnly
 												((TransactionStmt *) parsetree)->gid);
 	}
 
-	if (prev_process_utility)
-		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
-							 queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-								queryEnv, dest, qc);
+	/* DDL on distributed and global tables: shoal.sharding.ddl rewrites or propagates it */
+	original = pstmt;
+	after = shoal_utility_before(&pstmt, queryString);
+	if (after == Py_None)
+	{
+		/* Python did it all */
+		Py_DECREF(after);
+		if (qc)
+			SetQueryCompletion(qc, CreateCommandTag(parsetree), 0);
+		return;
+	}
+	if (pstmt != original)
+		readOnlyTree = false;	/* shoal's copy, without its options */
+
+	PG_TRY();
+	{
+		if (prev_process_utility)
+			prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
+								 queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+									queryEnv, dest, qc);
+	}
+	PG_CATCH();
+	{
+		Py_XDECREF(after);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (after != NULL)
+		shoal_utility_after(after);
 }
 
 void

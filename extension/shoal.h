@@ -185,6 +185,10 @@ extern void shoal_xact_init(void);
 extern void shoal_xact_touch(PyObject *handler);
 extern char *shoal_prepare_gid;
 
+/* sqlfunc.c: SQL functions written in Python; DDL seen by Python */
+extern PyObject *shoal_utility_before(PlannedStmt **pstmt, const char *queryString);
+extern void shoal_utility_after(PyObject *after);
+
 /* bgworker.c: the multiplexer and its workers, background processes */
 extern bool shoal_in_bgworker;
 extern void shoal_bgworkers_init(void);

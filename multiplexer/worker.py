@@ -107,6 +107,7 @@ class JobRunner:
             return pg.execute(
                 job["sql"], job.get("types", []), job.get("params", []), job.get("binary", False),
                 job.get("role"), self.sink, protocol.CHUNK_BYTES, job.get("max_rows", 0),
+                bool(job.get("cache", True)),
             )
         if op == "begin":
             pg.begin(job.get("isolation", "read committed"), job.get("read_only", False))

@@ -27,8 +27,10 @@ def select_sql(
     quals: Quals,
     sortkeys: Sequence[SortKey] | None = None,
     limit: int | None = None,
+    for_update: bool = False,
 ) -> str:
-    """``SELECT columns FROM table WHERE quals ORDER BY ... LIMIT n``, with ``$n`` left in place."""
+    """``SELECT columns FROM table WHERE quals ORDER BY ... LIMIT n [FOR UPDATE]``, with ``$n``
+    left in place."""
     # No column needed (count(*)): a zero-column select still returns one row per row.
     target = ", ".join(quote_ident(c) for c in columns)
     sql = f"SELECT {target} FROM {table}" if target else f"SELECT FROM {table}"
@@ -39,6 +41,8 @@ def select_sql(
         sql += " ORDER BY " + ", ".join(_order_item(key) for key in sortkeys)
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
+    if for_update:
+        sql += " FOR UPDATE"
     return sql
 
 
@@ -68,6 +72,23 @@ def insert_sql(
         sql = f"INSERT INTO {table} ({cols}) VALUES {', '.join(groups)}"
     else:
         sql = f"INSERT INTO {table} DEFAULT VALUES"
+    if returning:
+        sql += " RETURNING " + ", ".join(quote_ident(c) for c in returning)
+    return sql
+
+
+def update_sql(table: str, columns: Sequence[str], returning: Sequence[str] = ()) -> str:
+    """``UPDATE table SET c1 = $1, ... WHERE ctid = $n [RETURNING ...]``: one row, by address."""
+    sets = ", ".join(f"{quote_ident(c)} = ${i + 1}" for i, c in enumerate(columns))
+    sql = f"UPDATE {table} SET {sets} WHERE ctid = ${len(columns) + 1}"
+    if returning:
+        sql += " RETURNING " + ", ".join(quote_ident(c) for c in returning)
+    return sql
+
+
+def delete_sql(table: str, returning: Sequence[str] = ()) -> str:
+    """``DELETE FROM table WHERE ctid = $1 [RETURNING ...]``: one row, by address."""
+    sql = f"DELETE FROM {table} WHERE ctid = $1"
     if returning:
         sql += " RETURNING " + ", ".join(quote_ident(c) for c in returning)
     return sql

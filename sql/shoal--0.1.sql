@@ -20,11 +20,13 @@ CREATE TABLE node (
     conninfo text NOT NULL,
     -- where its multiplexer listens; NULL: its PostgreSQL port + 1000 (shoal.mux_port's default)
     mux_port int CHECK (mux_port BETWEEN 1 AND 65535),
-    added_at timestamptz NOT NULL DEFAULT now()
+    added_at timestamptz NOT NULL DEFAULT now(),
+    -- a small number distinct per node: it keeps sequence values and unique_id()s of nodes apart
+    id       int NOT NULL UNIQUE CHECK (id BETWEEN 1 AND 1023)
 );
 
 CREATE VIEW nodes AS
-    SELECT name, conninfo, mux_port, added_at FROM shoal.node ORDER BY name;
+    SELECT name, conninfo, mux_port, added_at, id FROM shoal.node ORDER BY name;
 
 CREATE FUNCTION add_node(name text, conninfo text, mux_port int DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -32,8 +34,11 @@ BEGIN
     IF conninfo IS NULL OR btrim(conninfo) = '' THEN
         RAISE EXCEPTION 'conninfo of node "%" must not be empty', name;
     END IF;
-    INSERT INTO shoal.node (name, conninfo, mux_port)
-        VALUES (add_node.name, add_node.conninfo, add_node.mux_port);
+    -- the lowest free id: nodes registered in the same order everywhere get the same ids
+    INSERT INTO shoal.node (name, conninfo, mux_port, id)
+        VALUES (add_node.name, add_node.conninfo, add_node.mux_port,
+                (SELECT min(i) FROM generate_series(1, 1023) i
+                  WHERE NOT EXISTS (SELECT FROM shoal.node n WHERE n.id = i)));
 EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'node "%" already exists', add_node.name
         USING HINT = 'Remove it first with shoal.remove_node(), or choose another name.';
@@ -42,7 +47,15 @@ $$;
 
 CREATE FUNCTION remove_node(name text) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    held int;
 BEGIN
+    SELECT count(*) INTO held FROM shoal.placement p WHERE p.node = remove_node.name;
+    IF held > 0 THEN
+        RAISE EXCEPTION 'node "%" still holds % partition(s)', remove_node.name, held
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Drop the distributed tables placed on it first (see shoal.partitions).';
+    END IF;
     DELETE FROM shoal.node WHERE node.name = remove_node.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'node "%" does not exist', remove_node.name;
@@ -65,3 +78,96 @@ CREATE VIEW mux_stats AS
 
 GRANT EXECUTE ON FUNCTION mux_stats_json() TO PUBLIC;
 GRANT SELECT ON mux_stats TO PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- Distributed and global tables.  Every node holds the same rows here: shoal.sharding writes them
+-- on all nodes in the transaction that distributes a table, and commits all nodes at once.
+
+CREATE TABLE distributed (
+    relation    regclass PRIMARY KEY,
+    kind        text NOT NULL CHECK (kind IN ('hash', 'global')),
+    column_name name,                -- the distribution column (hash)
+    num_parts   int CHECK (num_parts > 0),
+    colocation  int,                 -- tables of one group have the same placement
+    CHECK ((kind = 'global') = (column_name IS NULL))
+);
+
+CREATE TABLE placement (
+    relation       regclass NOT NULL REFERENCES distributed ON DELETE CASCADE,
+    part           int NOT NULL,     -- the hash remainder
+    partition_name name NOT NULL,    -- in the distributed table's schema
+    node           text NOT NULL REFERENCES node (name) ON UPDATE CASCADE,
+    PRIMARY KEY (relation, part)
+);
+
+CREATE VIEW tables AS
+    SELECT d.relation AS table_name, d.kind, d.column_name, d.num_parts, d.colocation
+      FROM shoal.distributed d ORDER BY d.relation::text;
+
+CREATE VIEW partitions AS
+    SELECT p.relation AS table_name, p.part,
+           format('%I.%I', n.nspname, p.partition_name) AS partition_name,
+           p.node, p.node = current_setting('shoal.node_name', true) AS is_local
+      FROM shoal.placement p
+      JOIN pg_catalog.pg_class c ON c.oid = p.relation
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     ORDER BY p.relation::text, p.part;
+
+GRANT SELECT ON distributed, placement, tables, partitions TO PUBLIC;
+
+-- A dropped table leaves the catalog with it, on whichever node drops it.
+CREATE FUNCTION _forget_dropped() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    DELETE FROM shoal.distributed d
+     USING pg_catalog.pg_event_trigger_dropped_objects() o
+     WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objid = d.relation;
+END
+$$;
+CREATE EVENT TRIGGER shoal_forget_dropped ON sql_drop EXECUTE FUNCTION _forget_dropped();
+
+-- Functions written in Python (shoal.sharding.api), reached through one C entry point.
+CREATE FUNCTION create_distributed_table(relation regclass, "column" name, partitions int DEFAULT NULL,
+                                         colocate_with regclass DEFAULT NULL) RETURNS void
+    AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+CREATE FUNCTION create_global_table(relation regclass) RETURNS void
+    AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+-- Global tables: what a statement changed, shipped to the other copies (statement triggers).
+CREATE FUNCTION _ship_changes(relation regclass, op text, new_rows jsonb, old_rows jsonb) RETURNS void
+    AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+CREATE FUNCTION _ship_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM shoal._ship_changes(TG_RELID, 'insert', (SELECT jsonb_agg(n) FROM shoal_new n), NULL);
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION _ship_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM shoal._ship_changes(TG_RELID, 'update', (SELECT jsonb_agg(n) FROM shoal_new n),
+                                (SELECT jsonb_agg(o) FROM shoal_old o));
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION _ship_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM shoal._ship_changes(TG_RELID, 'delete', NULL, (SELECT jsonb_agg(o) FROM shoal_old o));
+    RETURN NULL;
+END
+$$;
+
+-- A 64-bit id unique across the cluster without coordination (like PgDog's): milliseconds since
+-- 2024-01-01 (41 bits), the node's id (10 bits), a per-node sequence (12 bits).
+CREATE SEQUENCE unique_id_seq MAXVALUE 4095 CYCLE;
+GRANT USAGE ON SEQUENCE unique_id_seq TO PUBLIC;
+CREATE FUNCTION unique_id() RETURNS bigint LANGUAGE sql VOLATILE AS $$
+    SELECT ((floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - 1704067200000) << 22)
+         | ((SELECT coalesce(max(n.id), 0) FROM shoal.node n
+              WHERE n.name = current_setting('shoal.node_name', true))::bigint << 12)
+         | nextval('shoal.unique_id_seq')
+$$;
+
+CREATE FUNCTION _sync_privileges(relation regclass) RETURNS void
+    AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C STRICT VOLATILE;

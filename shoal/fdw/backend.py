@@ -58,3 +58,19 @@ def setting(name: str) -> str | None:
 def current_role() -> str:
     """The role whose privileges apply now (current_user)."""
     return _require().current_role()
+
+
+def in_worker() -> bool:
+    """True in shoal's multiplexer and workers, which run work sent by other nodes."""
+    return _require().in_worker()
+
+
+def join_transaction(participant: Any) -> None:
+    """``participant`` hears of the local transaction's end and savepoints (``pre_commit``,
+    ``commit``, ``rollback``, ``sub_commit``... like a handler whose table the transaction used)."""
+    _require().join_transaction(participant)
+
+
+def wrote_locally() -> bool:
+    """Has the local transaction written anything here (does it have a transaction id)?"""
+    return query("SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL")[0][0]

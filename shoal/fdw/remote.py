@@ -20,6 +20,7 @@ from shoal.multiplexer.protocol import decode_text_tuples
 from shoal.planner import remote_sql
 
 _SHIPPABLE_COLLATIONS = (None, "default", "C", "POSIX")
+_TID = 27  # pg_type oid of tid
 
 
 class RemotePartition(ForeignDataWrapper):
@@ -27,6 +28,9 @@ class RemotePartition(ForeignDataWrapper):
 
     exact_quals = True
     batch_size = 200
+    # UPDATE and DELETE find their rows again by the remote row's address, read by the scan
+    # (inside the transaction's block on that node, FOR UPDATE, so it cannot move meanwhile)
+    rowid_column = "ctid"
 
     def __init__(self, options: dict[str, str], columns: dict[str, ColumnDefinition]) -> None:
         super().__init__(options, columns)
@@ -65,7 +69,7 @@ class RemotePartition(ForeignDataWrapper):
         return self._table
 
     def _remote_columns(self, columns: list[str]) -> list[str]:
-        return [self._remote_name[c] for c in columns]
+        return [self._remote_name.get(c, c) for c in columns]  # "ctid" is the system column
 
     def _remote_sortkeys(self, sortkeys: list[SortKey] | None) -> list[SortKey] | None:
         if not sortkeys:
@@ -87,7 +91,7 @@ class RemotePartition(ForeignDataWrapper):
                 self._sql_cache.clear()
             sql = self._sql_cache[key] = remote_sql.select_sql(
                 self._table_sql(), self._remote_columns(columns), quals, self._remote_sortkeys(sortkeys),
-                limit,
+                limit, for_update="ctid" in columns,
             )
         return sql
 
@@ -138,8 +142,9 @@ class RemotePartition(ForeignDataWrapper):
             params, types = [], []
         else:
             params, types = transport.params_as_text(quals.params, quals.param_types), quals.param_types
+        # a scan that reads row addresses is an UPDATE's or DELETE's: it locks them in the block
         stream = transport.run(self._node(), self._select(quals, columns, sortkeys, limit), types, params,
-                               write=False)
+                               write="ctid" in columns)
         return _read(stream)
 
     def explain(self, quals, columns, sortkeys=None, limit=None, offset=None, verbose=False):
@@ -171,6 +176,22 @@ class RemotePartition(ForeignDataWrapper):
             params.extend(transport.params_as_text([row[n] for n in names], types))
         self._writes.append(transport.run(self._node(), sql, types * len(rows), params, write=True))
 
+    def update(self, rowid: Any, newvalues: dict[str, Any]) -> bytes | None:
+        """One row by its remote address; the row as stored comes back for RETURNING."""
+        names = list(newvalues)
+        sql = remote_sql.update_sql(self._table_sql(), self._remote_columns(names),
+                                    returning=self._remote_columns(list(self.columns)))
+        types = [self.columns[n].type_oid for n in names] + [_TID]
+        params = transport.params_as_text([newvalues[n] for n in names], types[:-1]) + [str(rowid)]
+        self._check_writes()
+        return b"".join(transport.run(self._node(), sql, types, params, write=True)) or None
+
+    def delete(self, rowid: Any) -> bytes | None:
+        """One row by its remote address; the row as it was comes back for RETURNING."""
+        sql = remote_sql.delete_sql(self._table_sql(), returning=self._remote_columns(list(self.columns)))
+        self._check_writes()
+        return b"".join(transport.run(self._node(), sql, [_TID], [str(rowid)], write=True)) or None
+
     def end_modify(self) -> None:
         self._check_writes()
 
@@ -179,26 +200,22 @@ class RemotePartition(ForeignDataWrapper):
         for stream in writes:
             stream.wait()
 
-    # -- transactions -------------------------------------------------------------------------
+    # -- transactions: the remote blocks themselves are shoal.fdw.transport's ----------------
 
     def begin(self, serializable: bool) -> None:
         transport.begin(serializable)
 
     def pre_commit(self) -> None:
         self._check_writes()
-        transport.commit()
 
     def rollback(self) -> None:
         self._writes = []
-        transport.rollback()
 
     def sub_commit(self, level: int) -> None:
         self._check_writes()
-        transport.release(level)
 
     def sub_rollback(self, level: int) -> None:
         self._writes = []
-        transport.rollback_to(level)
 
 
 def _read(stream: Stream) -> Iterator[bytes]:

@@ -3,9 +3,13 @@
 A read outside a remote transaction runs on any worker of the other node, in a transaction of
 its own.  Once the local transaction writes on a node it holds a transaction block there, on one
 worker, which then serves the transaction's reads of that node too (they see its writes).
-Savepoints follow the local ones; the blocks commit in the local pre-commit and roll back with
-the local abort.  (Committing several nodes atomically, and one snapshot across nodes, are the
-distributed-transaction layer's job; this module commits each node in one phase.)
+Savepoints follow the local ones; the blocks roll back with the local abort.
+
+At the local commit, a transaction that wrote on one other node only (and not locally) commits it
+in one phase, before the local commit.  Otherwise every node it wrote on is prepared (two-phase
+commit, ``PREPARE TRANSACTION 'shoal:<coordinator>:<id>'``) before the local commit and committed
+after it, so that the nodes commit all or none.  (Resolving prepared transactions left in doubt by
+a crash, and one snapshot across nodes, are the distributed-transaction layer's job.)
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from shoal.errors import FeatureNotSupported
 from shoal.fdw import backend
 from shoal.fdw.convert import to_text
 from shoal.multiplexer import client as mux
@@ -27,6 +32,8 @@ class _LocalTransaction:
     _key: str | None = None
     depth: dict[str, int] = field(default_factory=dict)  # node -> remote nesting (1: block open)
     pending: list[Stream] = field(default_factory=list)  # control jobs sent, not yet confirmed
+    prepared: list[str] = field(default_factory=list)  # nodes holding the prepared transaction
+    joined: bool = False  # hears of the local transaction's end (backend.join_transaction)
 
     @property
     def key(self) -> str:
@@ -48,6 +55,41 @@ def _transaction() -> _LocalTransaction:
     return _current
 
 
+class _Participant:
+    """What the extension's transaction callbacks call: the local transaction's remote part."""
+
+    def begin(self, serializable: bool) -> None:
+        _transaction().serializable = serializable
+
+    def pre_commit(self) -> None:
+        pre_commit()
+
+    def commit(self) -> None:
+        finish(committed=True)
+
+    def rollback(self) -> None:
+        rollback()
+
+    def sub_begin(self, level: int) -> None:
+        pass
+
+    def sub_commit(self, level: int) -> None:
+        release(level)
+
+    def sub_rollback(self, level: int) -> None:
+        rollback_to(level)
+
+    def pre_prepare(self, gid: str | None) -> None:
+        raise FeatureNotSupported(
+            "PREPARE TRANSACTION is not supported in a transaction that wrote on other shoal nodes")
+
+    def prepare(self, gid: str | None) -> None:
+        pass
+
+
+_participant = _Participant()
+
+
 def begin(serializable: bool) -> None:
     """A handler joined the local transaction (its isolation decides the remote ones')."""
     _transaction().serializable = serializable
@@ -58,14 +100,23 @@ def params_as_text(values: list[Any], types: list[int]) -> list[str | None]:
     return [None if v is None else to_text(v, t) for v, t in zip(values, types, strict=True)]
 
 
-def run(node: str, sql: str, types: list[int], params: list[str | None], write: bool) -> Stream:
-    """Send one statement to ``node``; its result streams back (binary tuple data)."""
+def run(node: str, sql: str, types: list[int], params: list[str | None], write: bool,
+        cache: bool = True) -> Stream:
+    """Send one statement to ``node``; its result streams back (binary tuple data).  ``cache``:
+    the worker keeps the statement's plan for the next time (not worth it for DDL)."""
     client = mux.connect()
     xact = _transaction() if write or (_current is not None and node in _current.depth) else None
     if xact is not None:
+        if not xact.joined:
+            xact.joined = True
+            backend.join_transaction(_participant)
         _enter(client, xact, node)
-    job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
-                     role=backend.current_role())
+    if cache:
+        job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
+                         role=backend.current_role())
+    else:
+        job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
+                         role=backend.current_role(), cache=False)
     return client.request(node, job, xact.key if xact is not None else None)
 
 
@@ -99,23 +150,74 @@ def _control(xact: _LocalTransaction, nodes: list[str], op: str, **fields: Any) 
         raise first
 
 
-def commit() -> None:
-    """Commit every node this transaction wrote on (the local pre-commit)."""
+def pre_commit() -> None:
+    """The local pre-commit: commit the one node written on, or prepare all of them."""
+    global _current
+    xact = _current
+    if xact is None or not xact.depth:
+        _current = None
+        return
+    nodes = list(xact.depth)
+    if len(nodes) == 1 and not backend.wrote_locally():
+        _current = None
+        _control(xact, nodes, "commit", role=backend.current_role())
+        return
+    # two phases: a node that cannot prepare aborts everything (rollback() undoes the others)
+    client = mux.connect()
+    streams = [(node, client.request(node, encode_job("prepare", gid=gid(xact), role=backend.current_role()),
+                                      xact.key)) for node in nodes]
+    first: RemoteError | None = None
+    for stream in xact.pending:
+        try:
+            stream.wait()
+        except RemoteError as exc:
+            first = first or exc
+    xact.pending = []
+    for node, stream in streams:
+        try:
+            stream.wait()
+            xact.prepared.append(node)
+        except RemoteError as exc:
+            first = first or exc
+    if first is not None:
+        raise first
+
+
+def gid(xact: _LocalTransaction) -> str:
+    """The prepared transaction's name on the other nodes: shoal, the coordinator, the id."""
+    return f"shoal:{xact.key}"
+
+
+def finish(committed: bool) -> None:
+    """After the local commit: commit the prepared transactions (errors only logged: the
+    decision is taken, and a node that missed it resolves it later)."""
     global _current
     xact, _current = _current, None
-    if xact is None or not xact.depth:
+    if xact is None or not xact.prepared:
         return
-    _control(xact, list(xact.depth), "commit", role=backend.current_role())
+    client = mux.connect()
+    op = "commit_prepared" if committed else "rollback_prepared"
+    streams = [(node, client.request(node, encode_job(op, gid=gid(xact)), None)) for node in xact.prepared]
+    for node, stream in streams:
+        try:
+            stream.wait()
+        except (RemoteError, TimeoutError) as exc:
+            backend.log("warning", f"shoal: {op} of {gid(xact)} on node {node} failed: {exc}")
 
 
 def rollback() -> None:
     """Roll back every node this transaction wrote on (the local abort); never raises."""
     global _current
-    xact, _current = _current, None
+    xact = _current
     if xact is None or not xact.depth:
+        _current = None
         return
+    if xact.prepared:
+        finish(committed=False)
+    _current = None
+    unprepared = [node for node in xact.depth if node not in xact.prepared]
     try:
-        _control(xact, list(xact.depth), "rollback")
+        _control(xact, unprepared, "rollback")
     except (RemoteError, TimeoutError):
         pass  # a node that cannot roll back has lost the block already (its worker aborted it)
 

@@ -1,0 +1,227 @@
+"""DDL on distributed and global tables, seen before PostgreSQL runs it (the extension's utility hook).
+
+The extension describes the statement it parsed (kind, the OIDs of the relations it names, a few
+flags: see extension/sqlfunc.c) and passes its text.  ``before(sql, info)`` answers False (not
+shoal's business), None (done here: PostgreSQL skips the statement), or a callable to run after
+PostgreSQL has run the statement here: it runs the same statement on the other nodes in the same
+transaction, so that a failure anywhere aborts it everywhere.  It may also raise, refusing it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from shoal.errors import FeatureNotSupported, InvalidParameter, SqlError
+from shoal.fdw import backend
+from shoal.sharding import catalog, distribute, everywhere, replicate
+from shoal.sharding.catalog import ShoalTable, quote_ident
+
+_busy = False  # statements shoal runs while handling one are its own business
+
+Answer = bool | None | Callable[[], None]
+
+
+def before(sql: str, info: dict[str, Any]) -> Answer:
+    global _busy
+    if _busy:
+        return False
+    handler = _HANDLERS.get(info["kind"])
+    if handler is None:
+        return False
+    _busy = True
+    try:
+        return handler(info, sql)
+    finally:
+        _busy = False
+
+
+# -- CREATE TABLE ... WITH (distributed_by = ..., global) ---------------------------------------
+
+def _create(info: dict[str, Any], sql: str) -> Answer:
+    ours = info["options"]
+    if "global" in ours and len(ours) > 1:
+        raise InvalidParameter("a table is either global or distributed: drop the other options")
+    if "global" not in ours and "distributed_by" not in ours:
+        raise InvalidParameter("num_parts and colocate_with need distributed_by = 'column'")
+    if info["partitioned"]:
+        raise FeatureNotSupported("a distributed or global table cannot be partitioned or inherit: "
+                                  "shoal partitions it")
+    if not info["persistent"]:
+        raise FeatureNotSupported("temporary and unlogged tables cannot be distributed or global")
+    if info["if_not_exists"] and catalog.lookup(info["schema"], info["name"]) is not None:
+        return False  # PostgreSQL says it exists and skips it
+    parts = None
+    if "num_parts" in ours:
+        try:
+            parts = int(ours["num_parts"])
+        except ValueError:
+            raise InvalidParameter(f"num_parts must be an integer, not {ours['num_parts']!r}") from None
+    colocate = None
+    if "colocate_with" in ours:
+        colocate = backend.query("SELECT to_regclass($1)::oid", ours["colocate_with"])[0][0]
+        if colocate is None:
+            raise SqlError(f'colocate_with: relation "{ours["colocate_with"]}" does not exist',
+                           sqlstate="42P01")
+
+    def after() -> None:
+        oid = catalog.lookup(info["schema"], info["name"])
+        assert oid is not None
+        if "global" in ours:
+            distribute.create_global_table(oid)
+        else:
+            distribute.create_distributed_table(oid, ours["distributed_by"], parts, colocate)
+
+    return _guarded(after, propagate=False)
+
+
+def _create_partition(info: dict[str, Any], sql: str) -> Answer:
+    for table in _tables(info):
+        if table.kind == "hash":
+            raise FeatureNotSupported(f'the partitions of distributed table "{table.relation.name}" '
+                                      "are shoal's: they cannot be added by hand")
+    return False
+
+
+# -- ALTER TABLE, CREATE INDEX, RENAME, GRANT: run here, then everywhere else --------------------
+
+def _alter(info: dict[str, Any], sql: str) -> Answer:
+    tables = _tables(info)
+    if not tables:
+        return False
+    table = tables[0]
+    if info["partitions"]:
+        raise FeatureNotSupported(f'the partitions of "{table.relation.name}" are managed by shoal')
+    if info["adds_foreign_key"]:
+        raise FeatureNotSupported("foreign keys on distributed and global tables are not supported")
+    if table.kind == "hash" and info["adds_unique"]:
+        raise FeatureNotSupported(
+            f'cannot add a unique constraint to distributed table "{table.relation.name}"',
+            hint="Declare primary keys and unique constraints (including the distribution "
+                 "column) before distributing the table.")
+    return _guarded(lambda: _run_elsewhere([sql]))
+
+
+def _alter_index(info: dict[str, Any], sql: str) -> Answer:
+    return _guarded(lambda: _run_elsewhere([sql])) if _index_tables(info) else False
+
+
+def _index(info: dict[str, Any], sql: str) -> Answer:
+    tables = _tables(info)
+    if not tables:
+        return False
+    if info["concurrent"]:
+        raise FeatureNotSupported("CREATE INDEX CONCURRENTLY is not supported on shoal tables",
+                                  hint="Create the index without CONCURRENTLY.")
+    if tables[0].kind == "hash" and info["unique"]:
+        raise FeatureNotSupported(
+            f'cannot create a unique index on distributed table "{tables[0].relation.name}"',
+            hint="Declare primary keys and unique constraints (including the distribution column) "
+                 "before distributing the table.")
+    return _guarded(lambda: _run_elsewhere([sql]))
+
+
+def _rename(info: dict[str, Any], sql: str) -> Answer:
+    return _guarded(lambda: _run_elsewhere([sql])) if _tables(info) else False
+
+
+def _grant(info: dict[str, Any], sql: str) -> Answer:
+    tables = [t for t in _tables(info) if t.kind == "hash"]
+    if not _tables(info):
+        return False
+
+    def after() -> None:
+        # a partition is read by its node's worker as the caller: it needs the parent's grants
+        names = [t.relation.sql for t in tables]
+        for name in names:
+            distribute.sync_privileges(name)
+        _run_elsewhere([sql, *[("SELECT shoal._sync_privileges($1::regclass)", [n]) for n in names]])
+
+    return _guarded(after)
+
+
+# -- DROP, TRUNCATE -----------------------------------------------------------------------------
+
+def _drop(info: dict[str, Any], sql: str) -> Answer:
+    found = _index_tables(info) if info["kind"] == "drop_index" else _tables(info)
+    if not found:
+        return False
+    if len(found) != info["count"]:
+        raise FeatureNotSupported("drop shoal's tables (distributed or global) and their indexes in "
+                                  "statements of their own")
+    if info["concurrent"]:
+        raise FeatureNotSupported("DROP INDEX CONCURRENTLY is not supported on shoal tables")
+    return _guarded(lambda: _run_elsewhere([sql]))
+
+
+def _truncate(info: dict[str, Any], sql: str) -> Answer:
+    found = _tables(info)
+    if not found:
+        return False
+    if len(found) != info["count"]:
+        raise FeatureNotSupported("truncate shoal's tables (distributed or global) in statements of "
+                                  "their own")
+    options = (" RESTART IDENTITY" if info["restart_seqs"] else "") + (" CASCADE" if info["cascade"] else "")
+    per_node: dict[str, list[str]] = defaultdict(list)
+    cluster = [n.name for n in catalog.nodes()]
+    for table in found:
+        if table.kind == "global":
+            for node in cluster:
+                per_node[node].append(table.relation.sql)
+        else:
+            for _, name, node in catalog.placement(table.relation.oid):
+                per_node[node].append(f"{quote_ident(table.relation.schema)}.{quote_ident(name)}")
+    everywhere.run({node: [f"TRUNCATE {', '.join(names)}{options}"] for node, names in per_node.items()})
+    return None
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _guarded(action: Callable[[], None], propagate: bool = True) -> Callable[[], None]:
+    def after() -> None:
+        global _busy
+        _busy = True
+        try:
+            replicate.forget()
+            action()
+        finally:
+            _busy = False
+    return after
+
+
+def _run_elsewhere(statements: list[Any]) -> None:
+    """The statements on every other node, under this session's search path (names resolve alike)."""
+    me = catalog.this_node()
+    path = backend.query("SELECT pg_catalog.current_setting('search_path')")[0][0]
+    steps: list[Any] = [("SELECT pg_catalog.set_config('search_path', $1, true)", [path]), *statements]
+    everywhere.run({node.name: steps for node in catalog.nodes() if node.name != me})
+
+
+def _tables(info: dict[str, Any]) -> list[ShoalTable]:
+    return [t for t in (catalog.shoal_table(oid) for oid in info["relations"]) if t is not None]
+
+
+def _index_tables(info: dict[str, Any]) -> list[ShoalTable]:
+    found = []
+    for oid in info["relations"]:
+        rows = backend.query("SELECT indrelid FROM pg_catalog.pg_index WHERE indexrelid = $1::oid", oid)
+        table = catalog.shoal_table(rows[0][0]) if rows else None
+        if table is not None:
+            found.append(table)
+    return found
+
+
+_HANDLERS: dict[str, Callable[[dict[str, Any], str], Answer]] = {
+    "create": _create,
+    "create_partition": _create_partition,
+    "alter": _alter,
+    "alter_index": _alter_index,
+    "index": _index,
+    "rename": _rename,
+    "rename_index": _alter_index,
+    "grant": _grant,
+    "drop": _drop,
+    "drop_index": _drop,
+    "truncate": _truncate,
+}
