@@ -168,9 +168,30 @@ release_modify(void *arg)
 	shoal_rowmap_release(&state->map);
 }
 
+/*
+ * The ON CONFLICT clause of the statement: DO NOTHING goes to the handler
+ * (begin_modify's on_conflict="nothing"); DO UPDATE cannot be sent on.
+ */
+static OnConflictAction
+on_conflict(ModifyTableState *mtstate, Relation rel)
+{
+	OnConflictAction action;
+
+	if (mtstate == NULL || mtstate->ps.plan == NULL)
+		return ONCONFLICT_NONE;
+	action = ((ModifyTable *) mtstate->ps.plan)->onConflictAction;
+	if (action == ONCONFLICT_UPDATE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("INSERT ... ON CONFLICT DO UPDATE is not supported for a row that goes to "
+						"foreign table \"%s\"", RelationGetRelationName(rel)),
+				 errhint("ON CONFLICT DO NOTHING is; so is DO UPDATE for rows of local partitions.")));
+	return action;
+}
+
 static ShoalModifyState *
 begin_modify(ResultRelInfo *rinfo, CmdType operation, List *target_attrs, bool returning,
-			 bool explain_only)
+			 bool explain_only, OnConflictAction conflict)
 {
 	Relation	rel = rinfo->ri_RelationDesc;
 	ShoalModifyState *state = palloc0(sizeof(ShoalModifyState));
@@ -190,7 +211,8 @@ begin_modify(ResultRelInfo *rinfo, CmdType operation, List *target_attrs, bool r
 	state->row_cxt = AllocSetContextCreate(CurrentMemoryContext, "shoal modify row",
 										   ALLOCSET_SMALL_SIZES);
 	state->batch_size = 1;
-	if (!returning)
+	/* one row at a time when rows may be skipped: the count of rows inserted stays exact */
+	if (!returning && conflict == ONCONFLICT_NONE)
 	{
 		PyObject   *size = PyObject_GetAttrString(state->handler, "batch_size");
 		long		n = size ? PyLong_AsLong(size) : -1;
@@ -206,7 +228,11 @@ begin_modify(ResultRelInfo *rinfo, CmdType operation, List *target_attrs, bool r
 
 	shoal_xact_touch(state->handler);
 	state->started = true;
-	result = shoal_call_method(state->handler, "begin_modify", Py_BuildValue("(s)", opname));
+	if (conflict == ONCONFLICT_NOTHING)
+		result = shoal_call_method_kw(state->handler, "begin_modify", Py_BuildValue("(s)", opname),
+									  Py_BuildValue("{s:s}", "on_conflict", "nothing"));
+	else
+		result = shoal_call_method(state->handler, "begin_modify", Py_BuildValue("(s)", opname));
 	Py_DECREF(result);
 	return state;
 }
@@ -219,7 +245,9 @@ shoalBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo, List *f
 	CmdType		operation = mtstate->operation;
 
 	state = begin_modify(rinfo, operation, linitial(fdw_private), boolVal(lsecond(fdw_private)),
-						 (eflags & EXEC_FLAG_EXPLAIN_ONLY) != 0);
+						 (eflags & EXEC_FLAG_EXPLAIN_ONLY) != 0,
+						 operation == CMD_INSERT ? on_conflict(mtstate, rinfo->ri_RelationDesc) :
+						 ONCONFLICT_NONE);
 	if (operation == CMD_UPDATE || operation == CMD_DELETE)
 	{
 		Plan	   *subplan = outerPlanState(mtstate)->plan;
@@ -241,7 +269,7 @@ static void
 shoalBeginForeignInsert(ModifyTableState *mtstate, ResultRelInfo *rinfo)
 {
 	begin_modify(rinfo, CMD_INSERT, live_attrs(rinfo->ri_RelationDesc),
-				 rinfo->ri_returningList != NIL, false);
+				 rinfo->ri_returningList != NIL, false, on_conflict(mtstate, rinfo->ri_RelationDesc));
 }
 
 /*
@@ -274,6 +302,12 @@ store_binary_row(ShoalModifyState *state, PyObject *data, TupleTableSlot *slot)
 static TupleTableSlot *
 store_returned(ShoalModifyState *state, PyObject *returned, TupleTableSlot *slot)
 {
+	if (PyBytes_Check(returned) && PyBytes_GET_SIZE(returned) == 0)
+	{
+		/* empty binary data: no row was written (a conflict skipped it, or it was gone) */
+		Py_DECREF(returned);
+		return NULL;
+	}
 	if (returned != Py_None && state->returning)
 	{
 		MemoryContext old = MemoryContextSwitchTo(state->row_cxt);

@@ -430,6 +430,13 @@ pg_current_role(PyObject *self, PyObject *unused)
 	return shoal_cstring_to_py(GetUserNameFromId(GetUserId(), false));
 }
 
+/* wrote_locally(): has the transaction a transaction id here (has it written)? */
+static PyObject *
+pg_wrote_locally(PyObject *self, PyObject *unused)
+{
+	return PyBool_FromLong(IsTransactionState() && TransactionIdIsValid(GetTopTransactionIdIfAny()));
+}
+
 /* in_worker(): True in shoal's multiplexer and workers, which run other nodes' work. */
 static PyObject *
 pg_in_worker(PyObject *self, PyObject *unused)
@@ -466,6 +473,8 @@ pg_join_transaction(PyObject *self, PyObject *obj)
 }
 
 static PyMethodDef pg_methods[] = {
+	{"wrote_locally", pg_wrote_locally, METH_NOARGS,
+	"True if the transaction has written here (it has a transaction id)."},
 	{"in_worker", pg_in_worker, METH_NOARGS,
 	"True in shoal's multiplexer and workers."},
 	{"join_transaction", pg_join_transaction, METH_O,

@@ -8,8 +8,13 @@
  */
 #include "shoal.h"
 
+#include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "miscadmin.h"
+#include "optimizer/planner.h"
+#include "parser/parsetree.h"
 #include "tcop/utility.h"
+#include "utils/lsyscache.h"
 #include "utils/guc.h"
 
 PG_MODULE_MAGIC;
@@ -28,6 +33,47 @@ char	   *shoal_mux_entry = NULL;
 char	   *shoal_worker_entry = NULL;
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
+static planner_hook_type prev_planner = NULL;
+
+/* Has the partitioned table relid a foreign table among its partitions? */
+static bool
+has_foreign_partitions(Oid relid)
+{
+	ListCell   *lc;
+
+	foreach(lc, find_all_inheritors(relid, NoLock, NULL))
+		if (get_rel_relkind(lfirst_oid(lc)) == RELKIND_FOREIGN_TABLE)
+			return true;
+	return false;
+}
+
+/*
+ * INSERT ... ON CONFLICT (key) into a distributed table: PostgreSQL allows
+ * no unique index on a partitioned table with foreign partitions, so the
+ * conflict target cannot be inferred on the parent.  Each partition has
+ * the unique constraints (which include the distribution key), so the
+ * statement checks them all instead, as ON CONFLICT without a target does.
+ */
+static PlannedStmt *
+shoal_planner(Query *parse, const char *query_string, int cursorOptions, ParamListInfo boundParams)
+{
+	if (parse->commandType == CMD_INSERT && parse->onConflict != NULL &&
+		(parse->onConflict->arbiterElems != NIL || OidIsValid(parse->onConflict->constraint)))
+	{
+		RangeTblEntry *rte = rt_fetch(parse->resultRelation, parse->rtable);
+
+		if (rte->relkind == RELKIND_PARTITIONED_TABLE && has_foreign_partitions(rte->relid))
+		{
+			parse->onConflict = copyObject(parse->onConflict);
+			parse->onConflict->arbiterElems = NIL;
+			parse->onConflict->arbiterWhere = NULL;
+			parse->onConflict->constraint = InvalidOid;
+		}
+	}
+	if (prev_planner)
+		return prev_planner(parse, query_string, cursorOptions, boundParams);
+	return standard_planner(parse, query_string, cursorOptions, boundParams);
+}
 
 /*
  * PREPARE TRANSACTION's identifier is not given to transaction callbacks,
@@ -190,4 +236,6 @@ _PG_init(void)
 
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = shoal_process_utility;
+	prev_planner = planner_hook;
+	planner_hook = shoal_planner;
 }

@@ -60,6 +60,7 @@ def insert_sql(
     columns: Sequence[str],
     returning: Sequence[str] = (),
     rows: int = 1,
+    skip_conflicts: bool = False,
 ) -> str:
     """``INSERT INTO table (columns) VALUES ($1, ...), ... [RETURNING ...]`` for ``rows`` rows,
     placeholders numbered across the rows."""
@@ -72,6 +73,8 @@ def insert_sql(
         sql = f"INSERT INTO {table} ({cols}) VALUES {', '.join(groups)}"
     else:
         sql = f"INSERT INTO {table} DEFAULT VALUES"
+    if skip_conflicts:
+        sql += " ON CONFLICT DO NOTHING"
     if returning:
         sql += " RETURNING " + ", ".join(quote_ident(c) for c in returning)
     return sql

@@ -73,4 +73,4 @@ def join_transaction(participant: Any) -> None:
 
 def wrote_locally() -> bool:
     """Has the local transaction written anything here (does it have a transaction id)?"""
-    return query("SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL")[0][0]
+    return _require().wrote_locally()

@@ -118,9 +118,11 @@ class ForeignDataWrapper:
         """Delete the row whose ``rowid_column`` is ``rowid``; return the old row or None."""
         raise TypeError(f"{type(self).__name__} does not support DELETE")
 
-    def begin_modify(self, operation: str) -> None:
+    def begin_modify(self, operation: str, on_conflict: str | None = None) -> None:
         """A statement starts modifying this table (``INSERT``, ``UPDATE``, ``DELETE``; COPY and
-        tuple routing are ``INSERT``)."""
+        tuple routing are ``INSERT``).  ``on_conflict="nothing"``: an ``INSERT ... ON CONFLICT DO
+        NOTHING``, whose rows that conflict are skipped (``insert`` then returns ``b""``).  It is
+        passed only then, so handlers without it refuse such inserts."""
 
     def end_modify(self) -> None:
         """The statement has sent its last row."""

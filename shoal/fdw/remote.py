@@ -43,6 +43,7 @@ class RemotePartition(ForeignDataWrapper):
         self._rows_estimate: float | None = None
         self._sql_cache: dict[tuple, str] = {}  # a plan's scans all send the same SQL
         self._writes: list[Stream] = []  # batches sent, checked at the end of the statement
+        self._skip_conflicts = False  # INSERT ... ON CONFLICT DO NOTHING
 
     # -- where the table is -------------------------------------------------------------------
 
@@ -152,12 +153,17 @@ class RemotePartition(ForeignDataWrapper):
 
     # -- writes -------------------------------------------------------------------------------
 
+    def begin_modify(self, operation: str, on_conflict: str | None = None) -> None:
+        self._skip_conflicts = on_conflict == "nothing"
+
     def insert(self, values: dict[str, Any]) -> bytes:
-        """One row, with RETURNING of the row as stored: binary tuple data the extension decodes."""
+        """One row, with RETURNING of the row as stored: binary tuple data the extension decodes
+        (empty if a conflict skipped it)."""
         names = list(values)
         everything = list(self.columns)
         sql = remote_sql.insert_sql(
             self._table_sql(), self._remote_columns(names), returning=self._remote_columns(everything),
+            skip_conflicts=self._skip_conflicts,
         )
         types = [self.columns[n].type_oid for n in names]
         params = transport.params_as_text([values[n] for n in names], types)
@@ -168,29 +174,29 @@ class RemotePartition(ForeignDataWrapper):
         """A batch as one multi-row INSERT, sent without waiting (checked at end of statement)."""
         names = list(rows[0])
         types = [self.columns[n].type_oid for n in names]
-        sql = remote_sql.insert_sql(
-            self._table_sql(), self._remote_columns(names), rows=len(rows)
-        )
+        sql = remote_sql.insert_sql(self._table_sql(), self._remote_columns(names), rows=len(rows),
+                                    skip_conflicts=self._skip_conflicts)
         params: list[str | None] = []
         for row in rows:
             params.extend(transport.params_as_text([row[n] for n in names], types))
         self._writes.append(transport.run(self._node(), sql, types * len(rows), params, write=True))
 
-    def update(self, rowid: Any, newvalues: dict[str, Any]) -> bytes | None:
-        """One row by its remote address; the row as stored comes back for RETURNING."""
+    def update(self, rowid: Any, newvalues: dict[str, Any]) -> bytes:
+        """One row by its remote address; the row as stored comes back for RETURNING (nothing if
+        the row was not there)."""
         names = list(newvalues)
         sql = remote_sql.update_sql(self._table_sql(), self._remote_columns(names),
                                     returning=self._remote_columns(list(self.columns)))
         types = [self.columns[n].type_oid for n in names] + [_TID]
         params = transport.params_as_text([newvalues[n] for n in names], types[:-1]) + [str(rowid)]
         self._check_writes()
-        return b"".join(transport.run(self._node(), sql, types, params, write=True)) or None
+        return b"".join(transport.run(self._node(), sql, types, params, write=True))
 
-    def delete(self, rowid: Any) -> bytes | None:
+    def delete(self, rowid: Any) -> bytes:
         """One row by its remote address; the row as it was comes back for RETURNING."""
         sql = remote_sql.delete_sql(self._table_sql(), returning=self._remote_columns(list(self.columns)))
         self._check_writes()
-        return b"".join(transport.run(self._node(), sql, [_TID], [str(rowid)], write=True)) or None
+        return b"".join(transport.run(self._node(), sql, [_TID], [str(rowid)], write=True))
 
     def end_modify(self) -> None:
         self._check_writes()

@@ -203,9 +203,12 @@ def _servers(cluster: list[NodeInfo], statements: dict[str, list]) -> None:
     for node in cluster:
         for other in cluster:
             if other.name != node.name:
+                server = server_name(other.name)
                 statements[node.name].append(
-                    f"CREATE SERVER IF NOT EXISTS {quote_ident(server_name(other.name))} "
-                    f"FOREIGN DATA WRAPPER shoal_fdw OPTIONS (node {quote_literal(other.name)})")
+                    f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_foreign_server "
+                    f"WHERE srvname = {quote_literal(server)}) THEN CREATE SERVER {quote_ident(server)} "
+                    f"FOREIGN DATA WRAPPER shoal_fdw OPTIONS (node {quote_literal(other.name)}); "
+                    "END IF; END $$")
 
 
 def _sequences(rel: Relation, table: tabledef.TableDef, cluster: list[NodeInfo],
