@@ -1,7 +1,8 @@
-"""Running pgbench with a custom script and reading its report, for the benchmarks."""
+"""Running pgbench (a custom script or a built-in one) and reading its report and per-transaction logs."""
 
 from __future__ import annotations
 
+import math
 import re
 import resource
 import shlex
@@ -26,6 +27,10 @@ class PgbenchRun:
     failed: int
     wall_s: float
     cpu_s: float  # pgbench's own user + system time
+    retried: int = 0  # transactions that needed more than one try (--max-tries)
+    latency_p50_ms: float | None = None  # from the per-transaction log, when there is one
+    latency_p99_ms: float | None = None
+    logged: int = 0  # transactions in the per-transaction log
 
 
 def point_query_script(path: Path, table: str, rows: int) -> Path:
@@ -55,6 +60,59 @@ def run(pgbench: Path, port: int, script: Path, clients: int, *, seconds: int | 
     elif transactions is not None:
         argv += ["-t", str(transactions)]
     argv.append(dbname)
+    return _execute(argv, clients, threads)
+
+
+def run_builtin(pgbench: Path, port: int, builtin: str, protocol: str, clients: int, seconds: int, *,
+                log_prefix: Path | None = None, max_tries: int = 1, host: str = "127.0.0.1",
+                user: str = "postgres", dbname: str = "postgres") -> PgbenchRun:
+    """pgbench -b `builtin` (select-only, tpcb-like...) -M `protocol` at `clients` clients (threads:
+    min(clients, 2)) for `seconds`; with `log_prefix`, every transaction is logged (-l) there and the run
+    carries latency percentiles from those logs.  `max_tries` > 1 retries serialization failures and
+    deadlocks (pgbench 15), which the sharded systems' remote REPEATABLE READ transactions can meet."""
+    threads = min(clients, 2)
+    argv = [str(pgbench), "-h", host, "-p", str(port), "-U", user, "-n", "-b", builtin, "-M", protocol,
+            "-c", str(clients), "-j", str(threads), "-T", str(seconds), f"--max-tries={max_tries}"]
+    if log_prefix is not None:
+        for old in log_prefix.parent.glob(log_prefix.name + ".*"):
+            old.unlink()
+        argv += ["-l", f"--log-prefix={log_prefix}"]
+    argv.append(dbname)
+    result = _execute(argv, clients, threads)
+    if log_prefix is not None:
+        latencies = transaction_latencies_us(log_prefix)
+        result.latency_p50_ms = percentile(latencies, 50) / 1000
+        result.latency_p99_ms = percentile(latencies, 99) / 1000
+        result.logged = len(latencies)
+        for old in log_prefix.parent.glob(log_prefix.name + ".*"):
+            old.unlink()
+    return result
+
+
+def transaction_latencies_us(log_prefix: Path) -> list[int]:
+    """The latencies (µs) of the transactions in pgbench's per-transaction logs (-l): the third field of
+    each line ("client_id transaction_no time script_no time_epoch time_us ..."); failed transactions
+    ("failed" there) are left out."""
+    latencies: list[int] = []
+    for path in log_prefix.parent.glob(log_prefix.name + ".*"):
+        with path.open() as f:
+            for line in f:
+                fields = line.split(maxsplit=3)
+                if len(fields) >= 3 and fields[2].isdigit():
+                    latencies.append(int(fields[2]))
+    return latencies
+
+
+def percentile(values: list[int], pct: float) -> float:
+    """The `pct` percentile (nearest rank) of `values`; 0.0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return float(ordered[rank - 1])
+
+
+def _execute(argv: list[str], clients: int, threads: int) -> PgbenchRun:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd="/")
@@ -67,6 +125,7 @@ def run(pgbench: Path, port: int, script: Path, clients: int, *, seconds: int | 
         raise PgbenchError(f"{command} exited with {result.returncode}: "
                            + " | ".join((errors or lines)[:3]))
     out = result.stdout
+    retried = re.search(r"number of transactions retried: (\d+)", out)
     return PgbenchRun(
         clients=clients,
         threads=threads,
@@ -77,4 +136,5 @@ def run(pgbench: Path, port: int, script: Path, clients: int, *, seconds: int | 
         failed=int(_number(r"number of failed transactions: (\d+)", out, int)) if "failed" in out else 0,
         wall_s=wall,
         cpu_s=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        retried=int(retried.group(1)) if retried else 0,
     )
