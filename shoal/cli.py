@@ -1,4 +1,4 @@
-"""The `shoal` command line: `shoal up / down / status / destroy` for a local cluster.
+"""The `shoal` command line: `shoal up / down / status / destroy` for a local cluster, and `shoal bench`.
 
 Connection strings (the output scripts want) go to stdout; progress, notes and errors go to stderr.
 Errors are one line plus a hint; SHOAL_DEBUG=1 shows the traceback as well.
@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from shoal import __version__
@@ -50,7 +52,26 @@ def _parser() -> argparse.ArgumentParser:
     with_dir(commands.add_parser("down", help="stop every node of the cluster"))
     with_dir(commands.add_parser("status", help="show nodes, partitions per node and multiplexers"))
     with_dir(commands.add_parser("destroy", help="stop every node and delete the cluster"))
+    bench = commands.add_parser("bench", add_help=False,
+                                help="run the benchmarks (python -m bench.run in a shoal clone; "
+                                     "`shoal bench --help` lists its options)")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
+
+
+def _bench(args: Sequence[str]) -> int:
+    """`shoal bench ARGS`: `python -m bench.run ARGS` in the shoal clone around the current directory
+    (the benchmarks are not part of the installed package)."""
+    here = Path.cwd()
+    for root in (here, *here.parents):
+        if (root / "bench" / "run.py").is_file():
+            try:
+                return subprocess.call([sys.executable, "-m", "bench.run", *args], cwd=root)
+            except KeyboardInterrupt:
+                return 130
+    print("shoal: error: no shoal clone (bench/run.py) in the current directory or above it", file=sys.stderr)
+    print("hint: run `shoal bench` (or `make bench`) from the shoal repository", file=sys.stderr)
+    return 1
 
 
 def _cell(value: Any) -> str:
@@ -116,6 +137,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `shoal` command (and of `python -m shoal`). Returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # every argument after it is bench.run's, --help included
+        return _bench(argv[1:])
     args = _parser().parse_args(argv)
     debug = os.environ.get("SHOAL_DEBUG", "") not in ("", "0")
     try:

@@ -23,4 +23,4 @@ def _ship_changes(relation: int, op: str, new_rows: str | None, old_rows: str | 
 
 
 def _sync_privileges(relation: int) -> None:
-    distribute.sync_privileges(str(relation))
+    distribute.sync_privileges(relation)

@@ -133,9 +133,9 @@ def _grant(info: dict[str, Any], sql: str) -> Answer:
 
     def after() -> None:
         # a partition is read by its node's worker as the caller: it needs the parent's grants
+        for table in tables:
+            distribute.sync_privileges(table.relation.oid)
         names = [t.relation.sql for t in tables]
-        for name in names:
-            distribute.sync_privileges(name)
         _run_elsewhere([sql, *[("SELECT shoal._sync_privileges($1::regclass)", [n]) for n in names]])
 
     return _guarded(after)

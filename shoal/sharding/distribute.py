@@ -267,10 +267,9 @@ def _ship_triggers(rel: Relation) -> list[str]:
     ]
 
 
-def sync_privileges(table_sql: str) -> None:
+def sync_privileges(oid: int) -> None:
     """Give this node's partitions of a distributed table the privileges of the table itself: the
     other nodes' workers read and write a partition directly, as the role that ran the query."""
-    oid = backend.query("SELECT $1::regclass::oid", table_sql)[0][0]
     rel = catalog.relation(oid)
     who = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END"
     grants = backend.query(

@@ -1,0 +1,203 @@
+"""Distributed and global tables on a real 3-node cluster: what the differential suite cannot see.
+
+Sequences that stay unique across nodes, privileges that reach the partitions, atomic commit of
+writes on several nodes (no prepared transaction left behind, a failure on one node undoes the
+others), DDL everywhere and its cleanup, node removal, EXPLAIN.  Ports 26600-26699 belong to this file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shoal.cluster import Cluster, Node
+
+
+@pytest.fixture(scope="module")
+def nodes() -> Iterator[list[Node]]:
+    parent = Path(tempfile.mkdtemp(prefix="shoal-d-"))
+    cluster = Cluster(parent / "c")
+    try:
+        yield cluster.up(nodes=3, port=26601)
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.destroy()
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def sql(node: Node, query: str, params: tuple = (), user: str | None = None) -> list[tuple]:
+    conninfo = node.conninfo + (f" user={user}" if user else "")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+def everywhere(nodes: list[Node], query: str) -> list[list[tuple]]:
+    return [sql(n, query) for n in nodes]
+
+
+def assert_same_everywhere(nodes: list[Node], query: str) -> list[tuple]:
+    answers = everywhere(nodes, query)
+    assert all(a == answers[0] for a in answers), answers
+    return answers[0]
+
+
+def no_prepared_transactions(nodes: list[Node]) -> bool:
+    return all(sql(n, "SELECT count(*) FROM pg_prepared_xacts")[0][0] == 0 for n in nodes)
+
+
+def test_serial_values_are_unique_across_nodes(nodes: list[Node]) -> None:
+    n1, n2, n3 = nodes
+    sql(n1, "CREATE TABLE seq_t (id bigserial PRIMARY KEY, who text)")
+    sql(n1, "INSERT INTO seq_t (who) SELECT 'before' FROM generate_series(1, 5)")
+    sql(n1, "SELECT shoal.create_distributed_table('seq_t', 'id')")
+    for node in nodes:
+        sql(node, "INSERT INTO seq_t (who) SELECT %s FROM generate_series(1, 20)", (node.name,))
+    ids = [r[0] for r in sql(n2, "SELECT id FROM seq_t")]
+    assert len(ids) == 65 and len(set(ids)) == 65
+    assert sorted(ids)[:5] == [1, 2, 3, 4, 5]  # rows moved with their values
+    assert_same_everywhere(nodes, "SELECT count(*), count(DISTINCT id) FROM seq_t")
+    ids = {r[0] for r in sql(n3, "SELECT shoal.unique_id() FROM generate_series(1, 1000)")}
+    ids |= {r[0] for r in sql(n1, "SELECT shoal.unique_id() FROM generate_series(1, 1000)")}
+    assert len(ids) == 2000
+
+
+def test_writes_on_several_nodes_commit_atomically(nodes: list[Node]) -> None:
+    n1, n2, _ = nodes
+    sql(n1, "CREATE TABLE acct (id int PRIMARY KEY, balance int CHECK (balance >= 0)) "
+            "WITH (distributed_by = 'id', num_parts = 6)")
+    sql(n2, "INSERT INTO acct SELECT g, 100 FROM generate_series(1, 60) g")
+    # one statement touching every partition: all nodes prepared, then committed
+    sql(n2, "UPDATE acct SET balance = balance + 1")
+    assert sql(n1, "SELECT sum(balance) FROM acct")[0][0] == 6060
+    assert no_prepared_transactions(nodes)
+    # a transfer that fails on one node (the CHECK) leaves every node as it was
+    with psycopg.connect(n1.conninfo) as conn:
+        conn.execute("UPDATE acct SET balance = balance + 500 WHERE id BETWEEN 1 AND 30")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("UPDATE acct SET balance = balance - 500 WHERE id BETWEEN 31 AND 60")
+    assert assert_same_everywhere(nodes, "SELECT sum(balance), min(balance), max(balance) FROM acct") == [
+        (6060, 101, 101)]
+    assert no_prepared_transactions(nodes)
+
+
+def test_savepoint_rollback_undoes_remote_writes(nodes: list[Node]) -> None:
+    n1, _, n3 = nodes
+    sql(n1, "CREATE TABLE sp (id int PRIMARY KEY, v int) WITH (distributed_by = 'id', num_parts = 3)")
+    with psycopg.connect(n3.conninfo) as conn:
+        conn.execute("INSERT INTO sp SELECT g, 0 FROM generate_series(1, 30) g")
+        conn.execute("SAVEPOINT a")
+        conn.execute("UPDATE sp SET v = 1")
+        conn.execute("ROLLBACK TO SAVEPOINT a")
+        conn.execute("UPDATE sp SET v = 2 WHERE id <= 10")
+    answer = assert_same_everywhere(nodes, "SELECT v, count(*) FROM sp GROUP BY v ORDER BY v")
+    assert answer == [(0, 20), (2, 10)]
+
+
+def test_global_table_written_from_every_node(nodes: list[Node]) -> None:
+    n1, n2, n3 = nodes
+    sql(n2, "CREATE TABLE g (k text PRIMARY KEY, v int, d date DEFAULT '2024-01-01') WITH (global)")
+    sql(n1, "INSERT INTO g (k, v) SELECT 'k' || i, i FROM generate_series(1, 50) i")
+    sql(n2, "UPDATE g SET v = -v WHERE v %% 2 = 0")
+    sql(n3, "DELETE FROM g WHERE v > 40")
+    sql(n3, "INSERT INTO g VALUES ('k1', 0, '2025-01-01') ON CONFLICT (k) DO UPDATE SET v = 1000")
+    rows = assert_same_everywhere(nodes, "SELECT k, v, d FROM g ORDER BY k")
+    assert len(rows) == 45 and ("k1", 1000, rows[0][2]) == rows[0]
+    sql(n1, "TRUNCATE g")
+    assert assert_same_everywhere(nodes, "SELECT count(*) FROM g") == [(0,)]
+    with pytest.raises(psycopg.errors.InvalidTableDefinition, match="primary key"):
+        sql(n1, "CREATE TABLE g2 (k text) WITH (global)")
+    assert sql(n1, "SELECT to_regclass('g2')") == [(None,)]  # nothing half-done
+
+
+def test_ddl_reaches_every_node_and_drop_cleans_the_catalog(nodes: list[Node]) -> None:
+    n1, n2, n3 = nodes
+    sql(n1, "CREATE TABLE ddl_t (id int PRIMARY KEY, a text) WITH (distributed_by = 'id', num_parts = 3)")
+    sql(n2, "INSERT INTO ddl_t SELECT g, 'x' FROM generate_series(1, 9) g")
+    sql(n2, "ALTER TABLE ddl_t ADD COLUMN b int DEFAULT 7")
+    sql(n3, "ALTER TABLE ddl_t RENAME COLUMN a TO aa")
+    sql(n1, "CREATE INDEX ddl_t_b ON ddl_t (b)")
+    assert assert_same_everywhere(nodes, "SELECT sum(b), count(aa) FROM ddl_t") == [(63, 9)]
+    assert assert_same_everywhere(nodes, "SELECT count(*) FROM pg_indexes WHERE indexname = 'ddl_t_b'") == [
+        (1,)]
+    sql(n3, "DROP INDEX ddl_t_b")
+    assert assert_same_everywhere(nodes, "SELECT count(*) FROM pg_class WHERE relname = 'ddl_t_b'") == [(0,)]
+    # a statement that fails on one node changes no node
+    sql(n3, "CREATE TABLE clash (x int); CREATE INDEX ddl_t_c ON clash (x)")
+    with pytest.raises(psycopg.errors.DuplicateTable, match="on node n3"):
+        sql(n1, "CREATE INDEX ddl_t_c ON ddl_t (b)")
+    assert all(sql(n, "SELECT count(*) FROM pg_indexes WHERE indexname = 'ddl_t_c' AND tablename = 'ddl_t'")
+               == [(0,)] for n in nodes)
+    sql(n2, "DROP TABLE ddl_t")
+    assert assert_same_everywhere(nodes, "SELECT count(*) FROM shoal.partitions WHERE table_name::text = "
+                                         "'ddl_t'") == [(0,)]
+    assert assert_same_everywhere(nodes, "SELECT to_regclass('ddl_t_0')::text") == [(None,)]
+
+
+def test_privileges_reach_the_partitions(nodes: list[Node]) -> None:
+    n1, n2, n3 = nodes
+    for node in nodes:
+        sql(node, "DROP ROLE IF EXISTS reader; CREATE ROLE reader LOGIN")
+    sql(n1, "CREATE TABLE secret (id int PRIMARY KEY, s text) WITH (distributed_by = 'id', num_parts = 3)")
+    sql(n1, "INSERT INTO secret SELECT g, 's' FROM generate_series(1, 30) g")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        sql(n2, "SELECT count(*) FROM secret", user="reader")
+    sql(n3, "GRANT SELECT ON secret TO reader")
+    assert sql(n2, "SELECT count(*) FROM secret", user="reader") == [(30,)]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        sql(n2, "UPDATE secret SET s = 'no'", user="reader")
+    sql(n3, "REVOKE SELECT ON secret FROM reader")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        sql(n1, "SELECT count(*) FROM secret", user="reader")
+
+
+def test_bad_requests_are_clear_errors(nodes: list[Node]) -> None:
+    n1, n2, _ = nodes
+    sql(n1, "CREATE TABLE bad (id int, p point, u int UNIQUE)")
+    cases: list[tuple[str, type[Exception], str]] = [
+        ("SELECT shoal.create_distributed_table('bad', 'nope')", psycopg.errors.UndefinedColumn, "nope"),
+        ("SELECT shoal.create_distributed_table('bad', 'id')", psycopg.errors.InvalidTableDefinition,
+         "does not include the distribution column"),
+        ("SELECT shoal.remove_node('n2')", psycopg.errors.ObjectInUse, "still holds"),
+        ("SELECT shoal.remove_node('n9')", psycopg.errors.RaiseException, "does not exist"),
+        ("CREATE TABLE bad2 (id int) WITH (num_parts = 4)", psycopg.errors.InvalidParameterValue,
+         "distributed_by"),
+    ]
+    for statement, error, message in cases:
+        with pytest.raises(error, match=message):
+            sql(n1, statement)
+    sql(n1, "ALTER TABLE bad DROP CONSTRAINT bad_u_key")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="partitions"):
+        sql(n1, "SELECT shoal.create_distributed_table('bad', 'id', 0)")
+    with pytest.raises(psycopg.errors.UndefinedObject, match="hash"):
+        sql(n1, "SELECT shoal.create_distributed_table('bad', 'p')")
+    # nothing half-done: the table is still a plain table on n1, unknown elsewhere
+    assert sql(n1, "SELECT relkind::text FROM pg_class WHERE relname = 'bad'") == [("r",)]
+    assert sql(n2, "SELECT to_regclass('bad')") == [(None,)]
+    assert sql(n1, "SELECT count(*) FROM shoal.distributed WHERE relation::text = 'bad'") == [(0,)]
+    sql(n1, "SELECT shoal.create_distributed_table('bad', 'id', 2)")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="already distributed"):
+        sql(n1, "SELECT shoal.create_distributed_table('bad', 'id')")
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="unique index"):
+        sql(n2, "CREATE UNIQUE INDEX ON bad (u)")
+    sql(n1, "CREATE TABLE bad3 (id int) WITH (distributed_by = 'id', num_parts = 3)")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="partitions"):
+        sql(n1, "CREATE TABLE bad4 (id int) "
+                "WITH (distributed_by = 'id', num_parts = 4, colocate_with = 'bad3')")
+
+
+def test_explain_names_node_and_remote_sql(nodes: list[Node]) -> None:
+    n1 = nodes[0]
+    sql(n1, "CREATE TABLE ex (id int PRIMARY KEY, v text) WITH (distributed_by = 'id', num_parts = 3)")
+    plan = "\n".join(r[0] for r in sql(n1, "EXPLAIN (VERBOSE, COSTS OFF) SELECT v FROM ex WHERE id > 5"))
+    assert "Node: n2" in plan and "Node: n3" in plan and "Remote SQL" in plan
+    parts = sql(n1, "SELECT partition_name, node, is_local FROM shoal.partitions "
+                    "WHERE table_name = 'ex'::regclass")
+    assert sorted(p[1] for p in parts) == ["n1", "n2", "n3"]
+    assert [p[2] for p in parts] == [p[1] == "n1" for p in parts]
