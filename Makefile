@@ -2,6 +2,7 @@
 #
 #   make demo    install everything, start a local 3-node cluster, run the demo, print where to connect
 #   make test    install everything, lint, run the whole test suite (what .ci/run calls)
+#   make bench   install everything, run the benchmarks (quick sizes), write bench/results/
 #
 # Both work on a fresh Debian 12 machine, as root or as a sudo-capable user, and are fast when repeated:
 # apt packages, the Python environment and the shoal package are only (re)installed when needed.
@@ -24,7 +25,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # contrib (file_fdw, used by bench/) is part of postgresql-15 on Debian 12: there is no separate package.
 APT_PACKAGES := postgresql-$(PG_MAJOR) postgresql-server-dev-$(PG_MAJOR) libpython3.11-dev \
                 python3.11-venv gcc make rsync
-PIP_PACKAGES := "psycopg[binary]" pyzmq msgpack pglast pytest testgres ruff
+PIP_PACKAGES := "psycopg[binary]" pyzmq msgpack pglast pytest testgres ruff matplotlib
 
 PY_SOURCES := $(shell find shoal planner multiplexer -name '*.py' 2>/dev/null) pyproject.toml README.md
 DEPS_STAMP := $(VENV)/.shoal-deps
@@ -40,7 +41,7 @@ PYTEST_ARGS ?=
 # themself and can keep the contract's default, ./shoal-cluster.
 DEMO_DIR ?= $(if $(SUDO),$(CURDIR)/shoal-cluster,/var/lib/shoal/demo)
 
-.PHONY: all deps venv extension install test lint demo clean distclean
+.PHONY: all deps venv extension install test lint demo bench clean distclean
 
 all: install
 
@@ -146,6 +147,14 @@ demo: install
 	echo "Connect with psql to any node:"; \
 	while IFS= read -r c; do echo "  psql \"$$c\""; done <<<"$$conninfos"; \
 	echo "Stop with: shoal down --dir $(DEMO_DIR)    Delete with: shoal destroy --dir $(DEMO_DIR)"
+
+## bench: pgbench and TPROC-C on plain PostgreSQL, postgres_fdw and shoal side by side, and the transport
+## benchmark, with quick sizes (minutes); JSON, Markdown and PNG plots in bench/results/. Servers run as the
+## unprivileged user when we are root (bench/systems.py, like `shoal up`), in directories under /tmp.
+## More: make bench BENCH_ARGS='pgbench --clients 1,8' or python -m bench.run --help.
+BENCH_ARGS ?= all --quick
+bench: install
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 ## clean: build artefacts in the clone (the installed venv and extension stay; see distclean)
 clean:
