@@ -51,6 +51,7 @@ def create_distributed_table(oid: int, column: str, partitions: int | None,
     for node in cluster:
         statements[node.name].append(table.create_sql(
             rel.sql, f" PARTITION BY HASH ({column_sql})", identity.get(node.name)))
+        statements[node.name] += _own_sequences(rel, table, node.name)
     for part, node in enumerate(placement):
         partition = _partition_name(rel, part)
         bound = f"FOR VALUES WITH (MODULUS {partitions}, REMAINDER {part})"
@@ -97,6 +98,7 @@ def create_global_table(oid: int) -> None:
         if node.name != me:
             statements[node.name].append(table.create_sql(rel.sql, "", identity.get(node.name),
                                                           with_uniques=True))
+            statements[node.name] += _own_sequences(rel, table, node.name)
             statements[node.name] += table.indexes
             if rows is not None:
                 statements[node.name].append((
@@ -233,6 +235,14 @@ def _sequences(rel: Relation, table: tabledef.TableDef, cluster: list[NodeInfo],
                 statements[node.name].append(
                     f"CREATE SEQUENCE {sequence} INCREMENT BY {SEQUENCE_STRIDE} START WITH {start}")
     return identity, restarts
+
+
+def _own_sequences(rel: Relation, table: tabledef.TableDef, node: str) -> list[str]:
+    """On the other nodes, the table owns the sequences created for it (dropped with it)."""
+    if node == catalog.this_node():
+        return []
+    return [f"ALTER SEQUENCE {sequence} OWNED BY {rel.sql}.{quote_ident(column)}"
+            for column, sequence in table.sequences.items()]
 
 
 def _next_base(sequence: str) -> int:
