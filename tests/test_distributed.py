@@ -184,7 +184,7 @@ def test_bad_requests_are_clear_errors(nodes: list[Node]) -> None:
     sql(n1, "SELECT shoal.create_distributed_table('bad', 'id', 2)")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="already distributed"):
         sql(n1, "SELECT shoal.create_distributed_table('bad', 'id')")
-    with pytest.raises(psycopg.errors.FeatureNotSupported, match="unique index"):
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="a unique index"):
         sql(n2, "CREATE UNIQUE INDEX ON bad (u)")
     sql(n1, "CREATE TABLE bad3 (id int) WITH (distributed_by = 'id', num_parts = 3)")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="partitions"):

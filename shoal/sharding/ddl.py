@@ -96,10 +96,7 @@ def _alter(info: dict[str, Any], sql: str) -> Answer:
     if info["adds_foreign_key"]:
         raise FeatureNotSupported("foreign keys on distributed and global tables are not supported")
     if table.kind == "hash" and info["adds_unique"]:
-        raise FeatureNotSupported(
-            f'cannot add a unique constraint to distributed table "{table.relation.name}"',
-            hint="Declare primary keys and unique constraints (including the distribution "
-                 "column) before distributing the table.")
+        _refuse_unique("a unique constraint", table)
     return _guarded(lambda: _run_elsewhere([sql]))
 
 
@@ -115,11 +112,15 @@ def _index(info: dict[str, Any], sql: str) -> Answer:
         raise FeatureNotSupported("CREATE INDEX CONCURRENTLY is not supported on shoal tables",
                                   hint="Create the index without CONCURRENTLY.")
     if tables[0].kind == "hash" and info["unique"]:
-        raise FeatureNotSupported(
-            f'cannot create a unique index on distributed table "{tables[0].relation.name}"',
-            hint="Declare primary keys and unique constraints (including the distribution column) "
-                 "before distributing the table.")
+        _refuse_unique("a unique index", tables[0])
     return _guarded(lambda: _run_elsewhere([sql]))
+
+
+def _refuse_unique(what: str, table: ShoalTable) -> None:
+    raise FeatureNotSupported(
+        f'cannot add {what} to distributed table "{table.relation.name}"',
+        hint="Declare primary keys and unique constraints (including the distribution column) "
+             "before distributing the table.")
 
 
 def _rename(info: dict[str, Any], sql: str) -> Answer:

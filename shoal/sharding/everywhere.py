@@ -11,7 +11,6 @@ from collections.abc import Iterable, Mapping
 
 from shoal.fdw import backend, transport
 from shoal.multiplexer.client import RemoteError, Stream
-from shoal.multiplexer.protocol import decode_text_tuples
 
 Statement = tuple[str, list[str | None]]  # SQL with $n (text parameters) and its parameters
 
@@ -46,8 +45,3 @@ def wait(streams: list[tuple[str, Stream]]) -> None:
             exc.message = f"on node {node}: {exc.message}"
         raise exc
 
-
-def query(node: str, sql: str, params: list[str | None]) -> list[tuple]:
-    """Rows of a read on another node, in text form (a node's local reads use backend.query)."""
-    stream = transport.run(node, sql, [25] * len(params), params, write=True, cache=False)
-    return decode_text_tuples(b"".join(stream))
