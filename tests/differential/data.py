@@ -94,7 +94,8 @@ SPECIAL_FLOATS = ["NaN", "Infinity", "-Infinity", "-0", "0", "1e-300", "1.5e300"
 SPECIAL_FLOAT4 = ["NaN", "Infinity", "-Infinity", "-0", "0", "1e-30", "3.4e38", "0.1"]
 SPECIAL_NUMERIC = ["NaN", "0", "-0.000", "123456789012345678901234567890.123456789",
                    "1e-20", "-42", "3.50"]
-SPECIAL_TS = ["infinity", "-infinity", "1999-12-31 23:59:59.999999", "2000-02-29 12:00:00"]
+SPECIAL_TS = ["0001-01-01 00:00:00", "9999-12-31 23:59:59.999999", "1999-12-31 23:59:59.999999",
+              "2000-02-29 12:00:00"]
 
 
 def _stamp(rng: random.Random) -> str:
@@ -119,13 +120,13 @@ def alltypes(seed: int = 4, count: int = 200, first_key: int = 1) -> list[Row]:
             rng.choice(NAMES)[:20],
             rng.choice(["a", "abcde", "", "é"]),
             rng.choice(["t", "f"]),
-            rng.choice(["2024-02-29", "1970-01-01", "infinity", "0001-01-01 BC",
+            rng.choice(["2024-02-29", "1970-01-01", "9999-12-31", "0001-01-01",
                         f"20{rng.randint(0, 30):02d}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}"]),
             f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
             f".{rng.randint(0, 999999)}",
             rng.choice(SPECIAL_TS + [_stamp(rng)]),
             rng.choice(SPECIAL_TS + [_stamp(rng) + rng.choice(["+05", "-03:30", "+00"])]),
-            rng.choice(["1 day", "-3 hours", "1 year 2 mons 3 days 04:05:06.789", "0", "P1Y2M",
+            rng.choice(["1 day", "-3 hours", "3 days 04:05:06.789", "0", "-1 day +02:00",
                         "00:00:00.000001"]),
             str(uuid.UUID(int=rng.getrandbits(128))),
             rng.choice(["\\x", "\\x00ff10", "\\xdeadbeef", "abc"]),
@@ -159,6 +160,27 @@ def tags(seed: int = 5, count: int = 100) -> list[Row]:
             for w in words]
 
 
+# Values PostgreSQL stores that Python's datetime and timedelta cannot hold: infinities, years before 1 or
+# after 9999, 24:00, intervals counted in months.
+EDGE_DATES = ["infinity", "-infinity", "0044-03-15 BC", "12000-01-01", "2024-02-29", None]
+EDGE_TIMES = ["24:00:00", "00:00:00", "23:59:59.999999", None]
+EDGE_TIMESTAMPS = ["infinity", "-infinity", "0044-03-15 12:00 BC", "12000-01-01 00:00", "2024-02-29 10:00",
+                   None]
+EDGE_TIMESTAMPTZ = ["infinity", "-infinity", "0044-03-15 12:00+00 BC", "12000-01-01 00:00-05",
+                    "2024-02-29 10:00+02"]
+EDGE_INTERVALS = ["1 mon", "1 year 2 mons 3 days 04:05:06.789", "-1 year", "P1Y2M", "30 days",
+                  "-178000000 years", "1 mon -30 days", None]
+
+
+def edge(seed: int = 12, count: int = 60) -> list[Row]:
+    """Rows of table edge: (k, d date, t time, ts timestamp, tz timestamptz, i interval)."""
+    rng = random.Random(seed)
+    return [(str(k), rng.choice(EDGE_DATES), rng.choice(EDGE_TIMES), rng.choice(EDGE_TIMESTAMPS),
+             _maybe(rng, rng.choice(EDGE_TIMESTAMPTZ), 0.2),
+             rng.choice(EDGE_INTERVALS))
+            for k in range(1, count + 1)]
+
+
 def d_users(seed: int = 6, count: int = 200) -> list[Row]:
     return [r[:4] + (r[5] if r[5] is not None else "0", r[6] if r[6] is not None else "t")
             for r in users(seed, count)]
@@ -174,14 +196,6 @@ def d_products(seed: int = 8, count: int = 30) -> list[Row]:
 
 def d_types(seed: int = 9, count: int = 100) -> list[Row]:
     return alltypes(seed, count, first_key=1)
-
-
-def g_log(seed: int = 11, count: int = 40) -> list[Row]:
-    """Rows without a key, many of them duplicates."""
-    rng = random.Random(seed)
-    return [(_maybe(rng, str(rng.randint(1, 8))), rng.choice(["start", "stop", "é", None]),
-             rng.choice(["2024-05-01 00:00+00", "2024-05-02 12:00+02", None]))
-            for _ in range(count)]
 
 
 def all_tables() -> dict[str, list[Row]]:
@@ -200,5 +214,6 @@ def all_tables() -> dict[str, list[Row]]:
         "d_products": d_products(),
         "d_types": d_types(),
         "g_types": alltypes(10, 60, first_key=3),
-        "g_log": g_log(),
+        "edge": edge(),
+        "g_edge": edge(13, 30),
     }

@@ -270,7 +270,7 @@ SELECT k, c_numeric, c_float8, c_float4, c_ts, c_tstz, c_interval FROM alltypes
 ORDER BY c_numeric NULLS FIRST, c_float8 DESC, c_tstz, k;
 
 -- name: alltypes_filters
-SELECT k FROM alltypes WHERE c_float8 = 'NaN' OR c_numeric = 'NaN' OR c_ts = 'infinity' OR c_date = '-infinity'
+SELECT k FROM alltypes WHERE c_float8 = 'NaN' OR c_numeric = 'NaN' OR c_ts = '0001-01-01' OR c_date = '9999-12-31'
 OR c_float4 = '-Infinity' OR c_bool IS NULL;
 
 -- name: alltypes_numeric_filters
@@ -298,7 +298,7 @@ WHERE c_range @> 4 OR isempty(c_range) OR c_point ~= point '(0,0)';
 
 -- name: alltypes_dates
 SELECT k, c_date, c_time, c_ts, c_tstz, c_ts + c_interval, c_date - date '2000-01-01', c_interval * 2
-FROM alltypes WHERE c_date IS NOT NULL AND c_date <> 'infinity' AND c_date > '1000-01-01';
+FROM alltypes WHERE c_date IS NOT NULL AND c_date < '9000-01-01' AND c_date > '1000-01-01';
 
 -- name: alltypes_group_by_types
 SELECT c_bool, c_char, c_interval, count(*), min(c_ts), max(c_tstz), min(c_uuid::text), max(c_inet), max(c_bytea::text)
@@ -336,3 +336,22 @@ SELECT user_id, unnest(tags) FROM users WHERE tags IS NOT NULL;
 
 -- name: generate_series_join
 SELECT g, u.name FROM generate_series(-10, 50) g JOIN users u ON u.user_id = g;
+
+-- name: edge_all
+SELECT * FROM edge;
+
+-- name: edge_values_as_text
+SELECT k, d::text, t::text, ts::text, tz::text, i::text, justify_interval(i), isfinite(d), extract(year FROM ts)
+FROM edge;
+
+-- name: edge_filters
+SELECT k FROM edge WHERE d = 'infinity' OR ts = '-infinity' OR t = '24:00' OR i > interval '1 year' OR d < '0001-01-01';
+
+-- name: edge_order [ordered]
+SELECT k, d, ts, i FROM edge ORDER BY d NULLS FIRST, ts DESC NULLS LAST, i, k;
+
+-- name: edge_key_eq
+SELECT * FROM edge WHERE k IN (1, 2, 3, 30, 59);
+
+-- name: g_edge_all
+SELECT * FROM g_edge;

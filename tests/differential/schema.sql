@@ -29,7 +29,6 @@ CREATE TABLE orders (
     note       text,
     PRIMARY KEY (user_id, order_id)
 );
-CREATE INDEX orders_product_idx ON orders (product_id);
 
 CREATE TABLE products (
     product_id int4 PRIMARY KEY,
@@ -115,14 +114,79 @@ CREATE TABLE d_products (
     price      numeric(8, 2)
 ) /*SHOAL WITH (global) SHOAL*/;
 
-CREATE TABLE d_types (LIKE alltypes INCLUDING ALL) /*SHOAL WITH (distributed_by = 'k', num_parts = 6) SHOAL*/;
+CREATE TABLE d_types (
+    k          int8 PRIMARY KEY,
+    c_int2     int2,
+    c_int4     int4,
+    c_int8     int8,
+    c_numeric  numeric,
+    c_float4   float4,
+    c_float8   float8,
+    c_text     text,
+    c_varchar  varchar(20),
+    c_char     char(5),
+    c_bool     bool,
+    c_date     date,
+    c_time     time,
+    c_ts       timestamp,
+    c_tstz     timestamptz,
+    c_interval interval,
+    c_uuid     uuid,
+    c_bytea    bytea,
+    c_jsonb    jsonb,
+    c_json     json,
+    c_int_arr  int4[],
+    c_text_arr text[],
+    c_inet     inet,
+    c_cidr     cidr,
+    c_macaddr  macaddr,
+    c_bit      bit(8),
+    c_varbit   varbit,
+    c_range    int4range,
+    c_point    point
+) /*SHOAL WITH (distributed_by = 'k', num_parts = 6) SHOAL*/;
 
--- global tables with every type, and without a primary key (duplicate rows)
-CREATE TABLE g_types (LIKE alltypes INCLUDING ALL) /*SHOAL WITH (global) SHOAL*/;
+-- a global table with every type
+CREATE TABLE g_types (
+    k          int8 PRIMARY KEY,
+    c_int2     int2,
+    c_int4     int4,
+    c_int8     int8,
+    c_numeric  numeric,
+    c_float4   float4,
+    c_float8   float8,
+    c_text     text,
+    c_varchar  varchar(20),
+    c_char     char(5),
+    c_bool     bool,
+    c_date     date,
+    c_time     time,
+    c_ts       timestamp,
+    c_tstz     timestamptz,
+    c_interval interval,
+    c_uuid     uuid,
+    c_bytea    bytea,
+    c_jsonb    jsonb,
+    c_json     json,
+    c_int_arr  int4[],
+    c_text_arr text[],
+    c_inet     inet,
+    c_cidr     cidr,
+    c_macaddr  macaddr,
+    c_bit      bit(8),
+    c_varbit   varbit,
+    c_range    int4range,
+    c_point    point
+) /*SHOAL WITH (global) SHOAL*/;
 
-CREATE TABLE g_log (n int4, msg text, at timestamptz) /*SHOAL WITH (global) SHOAL*/;
+-- dates, times and intervals at the edges of what PostgreSQL stores
+CREATE TABLE edge (k int8 PRIMARY KEY, d date, t time, ts timestamp, tz timestamptz, i interval)
+    /*SHOAL WITH (distributed_by = 'k', num_parts = 3) SHOAL*/;
+CREATE TABLE g_edge (k int8 PRIMARY KEY, d date, t time, ts timestamp, tz timestamptz, i interval)
+    /*SHOAL WITH (global) SHOAL*/;
 
 -- phase: after-load
 
 /*SHOAL SELECT shoal.create_distributed_table('orders', 'user_id', colocate_with => 'users') SHOAL*/;
+CREATE INDEX orders_product_idx ON orders (product_id);
 ANALYZE;
