@@ -134,26 +134,27 @@ CREATE FUNCTION create_distributed_table(relation regclass, "column" name, parti
 CREATE FUNCTION create_global_table(relation regclass) RETURNS void
     AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
--- Global tables: what a statement changed, shipped to the other copies (statement triggers).
-CREATE FUNCTION _ship_changes(relation regclass, op text, new_rows jsonb, old_rows jsonb) RETURNS void
+-- Global tables: what a statement changed, shipped to the other copies (statement triggers).  Rows
+-- travel as the text of the row type (exact for every type), in a text[] literal.
+CREATE FUNCTION _ship_changes(relation regclass, op text, new_rows text, old_rows text) RETURNS void
     AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 CREATE FUNCTION _ship_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM shoal._ship_changes(TG_RELID, 'insert', (SELECT jsonb_agg(n) FROM shoal_new n), NULL);
+    PERFORM shoal._ship_changes(TG_RELID, 'insert', (SELECT array_agg(n::text)::text FROM shoal_new n), NULL);
     RETURN NULL;
 END
 $$;
 CREATE FUNCTION _ship_updated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM shoal._ship_changes(TG_RELID, 'update', (SELECT jsonb_agg(n) FROM shoal_new n),
-                                (SELECT jsonb_agg(o) FROM shoal_old o));
+    PERFORM shoal._ship_changes(TG_RELID, 'update', (SELECT array_agg(n::text)::text FROM shoal_new n),
+                                (SELECT array_agg(o::text)::text FROM shoal_old o));
     RETURN NULL;
 END
 $$;
 CREATE FUNCTION _ship_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM shoal._ship_changes(TG_RELID, 'delete', NULL, (SELECT jsonb_agg(o) FROM shoal_old o));
+    PERFORM shoal._ship_changes(TG_RELID, 'delete', NULL, (SELECT array_agg(o::text)::text FROM shoal_old o));
     RETURN NULL;
 END
 $$;

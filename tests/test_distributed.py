@@ -111,9 +111,15 @@ def test_global_table_written_from_every_node(nodes: list[Node]) -> None:
     assert len(rows) == 45 and ("k1", 1000, rows[0][2]) == rows[0]
     sql(n1, "TRUNCATE g")
     assert assert_same_everywhere(nodes, "SELECT count(*) FROM g") == [(0,)]
-    with pytest.raises(psycopg.errors.InvalidTableDefinition, match="primary key"):
-        sql(n1, "CREATE TABLE g2 (k text) WITH (global)")
-    assert sql(n1, "SELECT to_regclass('g2')") == [(None,)]  # nothing half-done
+    # without a primary key: rows are matched whole, duplicates counted
+    sql(n1, "CREATE TABLE g2 (k text, v float8, j json, p point)")
+    sql(n1, "INSERT INTO g2 VALUES ('a', 0.1, '{\"x\":  1}', '(1,2)'), ('a', 0.1, '{\"x\":  1}', '(1,2)'), "
+            "('b', 1e-300, '[]', NULL)")
+    sql(n1, "SELECT shoal.create_global_table('g2')")
+    sql(n2, "DELETE FROM g2 WHERE ctid = (SELECT min(ctid) FROM g2 WHERE k = 'a')")
+    sql(n3, "UPDATE g2 SET v = v * 2 WHERE k = 'b'")
+    rows = assert_same_everywhere(nodes, "SELECT k, v::text, j::text, p::text FROM g2 ORDER BY k")
+    assert rows == [("a", "0.1", '{"x":  1}', "(1,2)"), ("b", "2e-300", "[]", None)]
 
 
 def test_ddl_reaches_every_node_and_drop_cleans_the_catalog(nodes: list[Node]) -> None:

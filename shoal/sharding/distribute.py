@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from shoal.errors import FeatureNotSupported, InvalidDefinition, InvalidParameter, SqlError
 from shoal.fdw import backend
-from shoal.sharding import catalog, everywhere, tabledef
+from shoal.sharding import catalog, everywhere, replicate, tabledef
 from shoal.sharding.catalog import NodeInfo, Relation, quote_ident, quote_literal
 
 MAX_PARTS = 1024
@@ -85,15 +85,10 @@ def create_distributed_table(oid: int, column: str, partitions: int | None,
 def create_global_table(oid: int) -> None:
     rel, table = _check_convertible(oid, "make global")
     cluster = _cluster()
-    if not any(definition.startswith("PRIMARY KEY") for _, definition, _ in table.uniques):
-        raise InvalidDefinition(
-            f'global table "{rel.name}" needs a primary key',
-            hint="Changes reach the other copies row by row, found by their primary key: add one first.")
     statements: dict[str, list] = defaultdict(list)
     identity, restarts = _sequences(rel, table, cluster, statements)
     me = catalog.this_node()
-    rows = backend.query(f"SELECT pg_catalog.jsonb_agg(t)::text FROM {rel.sql} t")[0][0]
-    columns = ", ".join(quote_ident(c) for c in table.column_names(insertable=True))
+    rows = backend.query(f"SELECT pg_catalog.array_agg(t::text)::text FROM {rel.sql} t")[0][0]
     for node in cluster:
         if node.name != me:
             statements[node.name].append(table.create_sql(rel.sql, "", identity.get(node.name),
@@ -101,9 +96,7 @@ def create_global_table(oid: int) -> None:
             statements[node.name] += _own_sequences(rel, table, node.name)
             statements[node.name] += table.indexes
             if rows is not None:
-                statements[node.name].append((
-                    f"INSERT INTO {rel.sql} ({columns}) OVERRIDING SYSTEM VALUE SELECT {columns} "
-                    f"FROM pg_catalog.jsonb_populate_recordset(NULL::{rel.sql}, $1::jsonb)", [rows]))
+                statements[node.name].append((replicate.insert_sql(rel, table), [rows]))
         statements[node.name] += [
             *_ship_triggers(rel),
             ("INSERT INTO shoal.distributed VALUES ($1::regclass, 'global', NULL, NULL, NULL)", [rel.sql]),
