@@ -198,6 +198,14 @@ def d_types(seed: int = 9, count: int = 100) -> list[Row]:
     return alltypes(seed, count, first_key=1)
 
 
+def g_log(seed: int = 11, count: int = 40) -> list[Row]:
+    """Rows without a key, many of them duplicates."""
+    rng = random.Random(seed)
+    return [(_maybe(rng, str(rng.randint(1, 8))), rng.choice(["start", "stop", "é", None]),
+             rng.choice(["2024-05-01 00:00+00", "2024-05-02 12:00+02", None]))
+            for _ in range(count)]
+
+
 def all_tables() -> dict[str, list[Row]]:
     """Every table's rows, in the order they are loaded."""
     u = users()
@@ -214,6 +222,7 @@ def all_tables() -> dict[str, list[Row]]:
         "d_products": d_products(),
         "d_types": d_types(),
         "g_types": alltypes(10, 60, first_key=3),
+        "g_log": g_log(),
         "edge": edge(),
         "g_edge": edge(13, 30),
     }

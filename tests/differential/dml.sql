@@ -247,6 +247,17 @@ DELETE FROM g_types WHERE c_float4 = 'NaN' OR c_float8 = 'NaN' OR c_numeric = 'N
 -- name: global_types_update_key; tables: g_types
 UPDATE g_types SET k = k + 1000000 WHERE k % 2 = 0 RETURNING k;
 
+-- name: global_without_key_update_duplicates; tables: g_log
+UPDATE g_log SET msg = 'changed' WHERE n = 3 RETURNING *;
+
+-- name: global_without_key_delete_duplicates; tables: g_log
+DELETE FROM g_log WHERE n IN (1, 2) OR n IS NULL RETURNING *;
+
+-- name: global_without_key_insert_duplicates; tables: g_log
+INSERT INTO g_log SELECT * FROM g_log WHERE n = 4 RETURNING *;
+INSERT INTO g_log VALUES (NULL, NULL, NULL), (NULL, NULL, NULL);
+UPDATE g_log SET at = at + interval '1 hour' WHERE n IS NULL OR msg IS NULL RETURNING *;
+
 -- Values outside Python's datetime range, on tables of their own (edge is distributed, g_edge global):
 -- a value that cannot be written must not leave other tables different.
 

@@ -179,6 +179,9 @@ CREATE TABLE g_types (
     c_point    point
 ) /*SHOAL WITH (global) SHOAL*/;
 
+-- a global table without a primary key, with duplicate rows
+CREATE TABLE g_log (n int4, msg text, at timestamptz) /*SHOAL WITH (global) SHOAL*/;
+
 -- dates, times and intervals at the edges of what PostgreSQL stores
 CREATE TABLE edge (k int8 PRIMARY KEY, d date, t time, ts timestamp, tz timestamptz, i interval)
     /*SHOAL WITH (distributed_by = 'k', num_parts = 3) SHOAL*/;
