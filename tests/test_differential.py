@@ -44,6 +44,7 @@ PLAIN_PORT = 26500
 CLUSTER_PORT = 26501  # n1..n3 on 26501-26503, multiplexers at +1000, metrics at +2000
 SELFCHECK_PORT = 26510
 NODES = 3
+FORMATS = ["text", "csv", "binary"]
 AGAINST_PLAIN = os.environ.get("SHOAL_DIFF_AGAINST") == "plain"
 SESSION_OPTIONS = ("-c TimeZone=UTC -c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=1 "
                    "-c lc_messages=C -c statement_timeout=60s")
@@ -437,6 +438,58 @@ def env() -> Iterator[Env]:
         shutil.rmtree(parent, ignore_errors=True)
 
 
+# -- shoal bugs and gaps these tests found, still open -----------------------------------------------------
+# Each test below fails on shoal today (strict: one that starts passing must lose its entry). Reasons name the
+# cause; the report of the differential suite has a minimal SQL reproduction of each.
+
+WRITE_VALUES = ("values written to a remote partition or shipped to a global copy go through Python: a "
+                "range with an infinite bound becomes 'None', a jsonb string scalar loses its quotes, jsonb "
+                "'null' becomes SQL NULL, json loses its spacing, dates/timestamps outside years 1-9999, "
+                "infinity and 24:00 fail, and intervals with months are stored as days")
+ROW_MOVEMENT = "UPDATE of the distribution key fails ('violates partition constraint') if the row moves node"
+DO_UPDATE = "INSERT ... ON CONFLICT DO UPDATE is refused for rows of remote partitions (README: not done)"
+COPY_TO_TABLE = "COPY <distributed table> TO is refused ('cannot copy from partitioned table')"
+GLOBAL_COLUMN_N = ("a global table with a column named n cannot be written: the shipping trigger's alias n "
+                   "(FROM shoal_new n) resolves to the column")
+NO_TABLE_KEY = ("a distributed table's primary key exists only on its local partitions, not on the table "
+                "(README: PostgreSQL allows no unique index with foreign partitions)")
+SECONDARY_INDEX = ("create_distributed_table of a table with a secondary index fails: "
+                   "'on node n1: relation \"<index>\" already exists'")
+LATE_UNIQUE = "a unique index or constraint (with the key) added after distribution is refused (README)"
+DROP_COLUMN = ("ALTER TABLE ... DROP COLUMN removes the table from shoal's catalog on every node (the "
+               "sql_drop trigger ignores objsubid); later DDL then stays on the issuing node")
+KNOWN_BUGS: dict[str, str] = {
+    "test_every_table_loaded": WRITE_VALUES + "; and " + GLOBAL_COLUMN_N,
+    **{f"test_copy_table_to[{t}-{f}]": COPY_TO_TABLE for t in ("users", "alltypes") for f in FORMATS},
+    **{f"test_dml[{c}]": DO_UPDATE for c in ("on_conflict_do_update_on_key", "on_conflict_do_update_where",
+                                              "on_conflict_composite_key", "on_conflict_in_existing_rows")},
+    **{f"test_dml[{c}]": ROW_MOVEMENT for c in ("update_distribution_key", "types_update_key",
+                                                 "update_distribution_key_many_rows",
+                                                 "update_distribution_key_by_expression")},
+    **{f"test_dml[{c}]": WRITE_VALUES for c in ("types_insert_select", "types_insert_literals",
+                                                 "types_update_every_type", "edge_insert_each_value",
+                                                 "edge_insert_select_all_rows", "edge_update",
+                                                 "edge_update_key_moves_rows")},
+    **{f"test_dml[{c}]": GLOBAL_COLUMN_N for c in ("global_without_key_update_duplicates",
+                                                    "global_without_key_insert_duplicates")},
+    **{f"test_prepared_write[{g}-upsert]": DO_UPDATE for g in ("auto_plans", "force_generic_plan")},
+    **{f"test_prepared_write[{g}-update_key]": ROW_MOVEMENT for g in ("auto_plans", "force_generic_plan")},
+    **{f"test_copy_from[{f}]": WRITE_VALUES for f in FORMATS},
+    **{f"test_keys_and_indexes_as_on_plain[{t}]": NO_TABLE_KEY for t in ("users", "orders", "d_users",
+                                                                          "tags")},
+    "test_distribute_table_with_rows_and_indexes": SECONDARY_INDEX,
+    "test_unique_index_with_the_key_after_distribution": LATE_UNIQUE,
+    "test_ddl_reaches_every_node": DROP_COLUMN,
+}
+
+
+@pytest.fixture(autouse=True)
+def _known_bug(request: pytest.FixtureRequest) -> None:
+    reason = KNOWN_BUGS.get(request.node.name)
+    if reason and not AGAINST_PLAIN:
+        request.node.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+
+
 # -- the layout is really distributed -------------------------------------------------------------------
 
 DISTRIBUTED = {"users": 6, "orders": 6, "alltypes": 5, "tags": 4, "d_users": 6, "d_orders": 6, "d_types": 6,
@@ -636,7 +689,7 @@ def test_copy_to_query(env: Env, statement: str) -> None:
         assert got == expected, f"{name}: COPY output differs from plain PostgreSQL"
 
 
-@pytest.mark.parametrize("fmt", ["text", "csv", "binary"])
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("table", ["users", "alltypes", "products"])
 def test_copy_table_to(env: Env, table: str, fmt: str) -> None:
     """COPY table TO STDOUT, as users do on a plain table (PostgreSQL refuses it on a partitioned one)."""
@@ -734,9 +787,6 @@ def _types_columns(env: Env) -> str:
         "WHERE attrelid = 'alltypes'::regclass AND attnum > 1 AND NOT attisdropped").fetchone()
     assert row
     return str(row[0])
-
-
-FORMATS = ["text", "csv", "binary"]
 
 
 @pytest.mark.parametrize("index,fmt", list(enumerate(FORMATS)), ids=FORMATS)
