@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import resource
 import shlex
@@ -14,6 +15,15 @@ from pathlib import Path
 
 class PgbenchError(RuntimeError):
     """pgbench failed (a query raised, the server went away...)."""
+
+
+class PgbenchHung(PgbenchError):
+    """pgbench did not finish in time (and was killed): some transaction never ended."""
+
+
+# A statement that runs this long in a benchmark is stuck (a lock wait nobody will end, say): it is
+# cancelled, its client aborts and the run is reported as failed instead of hanging.
+STATEMENT_TIMEOUT_S = 30
 
 
 @dataclass
@@ -69,7 +79,9 @@ def run_builtin(pgbench: Path, port: int, builtin: str, protocol: str, clients: 
     """pgbench -b `builtin` (select-only, tpcb-like...) -M `protocol` at `clients` clients (threads:
     min(clients, 2)) for `seconds`; with `log_prefix`, every transaction is logged (-l) there and the run
     carries latency percentiles from those logs.  `max_tries` > 1 retries serialization failures and
-    deadlocks (pgbench 15), which the sharded systems' remote REPEATABLE READ transactions can meet."""
+    deadlocks (pgbench 15), which the sharded systems' remote REPEATABLE READ transactions can meet.
+    Statements are cancelled after STATEMENT_TIMEOUT_S, and pgbench is killed (PgbenchHung) when it has not
+    finished STATEMENT_TIMEOUT_S + 60 s after its end."""
     threads = min(clients, 2)
     argv = [str(pgbench), "-h", host, "-p", str(port), "-U", user, "-n", "-b", builtin, "-M", protocol,
             "-c", str(clients), "-j", str(threads), "-T", str(seconds), f"--max-tries={max_tries}"]
@@ -78,7 +90,7 @@ def run_builtin(pgbench: Path, port: int, builtin: str, protocol: str, clients: 
             old.unlink()
         argv += ["-l", f"--log-prefix={log_prefix}"]
     argv.append(dbname)
-    result = _execute(argv, clients, threads)
+    result = _execute(argv, clients, threads, timeout=seconds + STATEMENT_TIMEOUT_S + 60)
     if log_prefix is not None:
         latencies = transaction_latencies_us(log_prefix)
         result.latency_p50_ms = percentile(latencies, 50) / 1000
@@ -112,13 +124,21 @@ def percentile(values: list[int], pct: float) -> float:
     return float(ordered[rank - 1])
 
 
-def _execute(argv: list[str], clients: int, threads: int) -> PgbenchRun:
+def _execute(argv: list[str], clients: int, threads: int, timeout: float | None = None) -> PgbenchRun:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
-    result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd="/")
+    command = shlex.join(argv)
+    env = dict(os.environ)
+    if timeout is not None:
+        env["PGOPTIONS"] = f"-c statement_timeout={STATEMENT_TIMEOUT_S}s"
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd="/",
+                                env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise PgbenchHung(f"{command} did not finish {timeout:.0f} s after it started: killed "
+                          f"(a transaction hangs)") from exc
     wall = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    command = shlex.join(argv)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
         errors = [ln for ln in lines if "error" in ln.lower() or "abort" in ln.lower()]

@@ -96,6 +96,7 @@ def _one(system: System, workload: str, protocol: str, clients: int, seconds: in
         entry.update(vars(run))
     except pgb.PgbenchError as exc:
         entry["error"] = str(exc)
+        entry["sessions_terminated"] = system.terminate_sessions()  # the next run starts clean
     return entry
 
 

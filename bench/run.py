@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = systems.make_workdir()
     results: dict[str, Any] = {}
     described: dict[str, Any] = {}
+    interrupted = False
     progress(f"bench: {args.what}{' (quick)' if args.quick else ''}; work directory {workdir}; "
              f"{systems.TUNING_NOTE}")
     try:
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             results["transport"] = transport_suite.run(workdir, args.results.resolve(), args.quick,
                                                        args.duration, args.clients, progress)
     except KeyboardInterrupt:
+        interrupted = True
         progress("interrupted: servers stopped; writing what was measured")
     finally:
         if args.keep_workdir:
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = _failed(described, results)
     for line in failed:
         progress(f"FAILED: {line}")
-    return 1 if failed else 0
+    return 130 if interrupted else 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -110,6 +110,17 @@ class System(ABC):
         kwargs.setdefault("autocommit", True)
         return psycopg.connect(self.nodes[node].conninfo, **kwargs)
 
+    def terminate_sessions(self) -> int:
+        """End every client session on every node but the caller's own (after a run that hung, so that
+        the next one starts clean); returns how many were ended."""
+        ended = 0
+        for i in range(len(self.nodes)):
+            with contextlib.suppress(psycopg.Error), self.connect(i) as conn:
+                ended += sum(1 for (ok,) in conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()") if ok)
+        return ended
+
     def node_of(self, partition: str) -> str:
         """The node holding a partition (or the coordinator for an unpartitioned table)."""
         return self.placement.get(partition, self.coordinator.name)

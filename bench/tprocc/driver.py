@@ -34,6 +34,9 @@ from bench.tprocc.datagen import CUSTOMERS, DISTRICTS, NURAND_C_LAST, last_name,
 Progress = Callable[[str], None]
 KINDS = ("neword", "payment", "delivery", "slev", "ostat")
 ROLLBACK_SQLSTATE = "TP001"  # functions.sql: the new orders with an unused item
+# A transaction running this long is stuck (a lock wait nobody will end): it is cancelled and counted as
+# an error (SQLSTATE 57014) rather than freezing its virtual user.
+STATEMENT_TIMEOUT_S = 30
 CALLS = {
     "neword": "SELECT neword(%s::integer, %s::integer, %s::integer, %s::integer, %s::integer)",
     "payment": "SELECT payment(%s::integer, %s::integer, %s::integer, %s::integer, %s::integer, "
@@ -109,7 +112,8 @@ class VirtualUser(threading.Thread):
         while not self.stop.is_set():
             try:
                 if conn is None or conn.closed:
-                    conn = psycopg.connect(self.conninfo, autocommit=True)
+                    conn = psycopg.connect(self.conninfo, autocommit=True,
+                                           options=f"-c statement_timeout={STATEMENT_TIMEOUT_S}s")
                 kind = pick(self.rng)
                 args = parameters(kind, self.rng, self.w_id, self.warehouses, self.slev_d_id)
                 start = time.perf_counter()
@@ -188,7 +192,7 @@ def run(conninfo: str, vus: int, warehouses: int, rampup_s: float, duration_s: f
         finally:
             stop.set()
             for user in users:
-                user.join(timeout=120)
+                user.join(timeout=STATEMENT_TIMEOUT_S + 30)
     minutes = elapsed / 60
     done: Counter[str] = Counter()
     errors: Counter[str] = Counter()
@@ -217,4 +221,5 @@ def run(conninfo: str, vus: int, warehouses: int, rampup_s: float, duration_s: f
                            "p50": round(percentile(v, 50) / 1000, 3),
                            "p99": round(percentile(v, 99) / 1000, 3)} for k, v in latencies.items()},
         "fatal": [u.fatal for u in users if u.fatal],
+        "stuck_users": sum(1 for u in users if u.is_alive()),
     }

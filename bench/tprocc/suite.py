@@ -42,9 +42,14 @@ def run(systems: list[System], opts: Options, workdir: Path, progress: Progress)
             try:
                 entry["run"] = driver.run(system.coordinator.conninfo, opts.vus, opts.warehouses, opts.rampup,
                                           opts.seconds, progress, label=f"{system.name}: ")
+                if entry["run"]["stuck_users"]:
+                    progress(f"{system.name}: {entry['run']['stuck_users']} virtual users did not stop: "
+                             f"ending their sessions")
+                    system.terminate_sessions()
             except Exception as exc:
                 entry["error"] = f"run: {type(exc).__name__}: {exc}"
                 progress(f"{system.name}: tprocc run FAILED: {type(exc).__name__}: {exc}")
+                system.terminate_sessions()
             with system.connect() as conn:
                 entry["checks"] = checks.run(conn)
             progress(summary_line(system.name, entry))
