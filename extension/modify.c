@@ -36,6 +36,9 @@ typedef struct ShoalModifyState
 	Oid			rowid_type;
 	bool		returning;
 	int			batch_size;
+	bool		text_values;	/* the handler takes values in their types' text form */
+	/* rows an UPDATE moves into this table, when it is one of the UPDATE's targets too */
+	struct ShoalModifyState *routed;
 	ShoalRowMap map;			/* for rows the handler returns */
 	MemoryContext row_cxt;
 	bool		started;		/* begin_modify was called: not for EXPLAIN */
@@ -222,7 +225,18 @@ begin_modify(ResultRelInfo *rinfo, CmdType operation, List *target_attrs, bool r
 			shoal_python_raise("batch_size");
 		state->batch_size = (int) Max(1, Min(n, 10000));
 	}
-	rinfo->ri_FdwState = state;
+	{
+		PyObject   *flag = PyObject_GetAttrString(state->handler, "text_values");
+
+		if (flag == NULL)
+			PyErr_Clear();
+		state->text_values = flag != NULL && PyObject_IsTrue(flag) == 1;
+		Py_XDECREF(flag);
+	}
+	if (operation == CMD_INSERT && rinfo->ri_FdwState != NULL)
+		((ShoalModifyState *) rinfo->ri_FdwState)->routed = state;
+	else
+		rinfo->ri_FdwState = state;
 	if (explain_only)
 		return state;
 
@@ -331,16 +345,25 @@ store_returned(ShoalModifyState *state, PyObject *returned, TupleTableSlot *slot
 	return slot;
 }
 
+/* The state that inserts: a routed insert's own, if the table is also being updated. */
+static ShoalModifyState *
+insert_state(ResultRelInfo *rinfo)
+{
+	ShoalModifyState *state = rinfo->ri_FdwState;
+
+	return state != NULL && state->routed != NULL ? state->routed : state;
+}
+
 static TupleTableSlot *
 shoalExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
 					   TupleTableSlot *planSlot)
 {
-	ShoalModifyState *state = rinfo->ri_FdwState;
+	ShoalModifyState *state = insert_state(rinfo);
 	PyObject   *values;
 	PyObject   *returned;
 
 	MemoryContextReset(state->row_cxt);
-	values = shoal_slot_to_dict(slot, rinfo->ri_RelationDesc, state->target_attrs);
+	values = shoal_slot_to_dict(slot, rinfo->ri_RelationDesc, state->target_attrs, state->text_values);
 	returned = shoal_call_method(state->handler, "insert", Py_BuildValue("(N)", values));
 	return store_returned(state, returned, slot);
 }
@@ -349,7 +372,7 @@ static TupleTableSlot **
 shoalExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **slots,
 							TupleTableSlot **planSlots, int *numSlots)
 {
-	ShoalModifyState *state = rinfo->ri_FdwState;
+	ShoalModifyState *state = insert_state(rinfo);
 	PyObject   *rows = PyList_New(*numSlots);
 	PyObject   *result;
 
@@ -358,7 +381,8 @@ shoalExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot
 	PG_TRY();
 	{
 		for (int i = 0; i < *numSlots; i++)
-			PyList_SET_ITEM(rows, i, shoal_slot_to_dict(slots[i], rinfo->ri_RelationDesc, state->target_attrs));
+			PyList_SET_ITEM(rows, i, shoal_slot_to_dict(slots[i], rinfo->ri_RelationDesc, state->target_attrs,
+															   state->text_values));
 	}
 	PG_CATCH();
 	{
@@ -374,7 +398,7 @@ shoalExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot
 static int
 shoalGetForeignModifyBatchSize(ResultRelInfo *rinfo)
 {
-	ShoalModifyState *state = rinfo->ri_FdwState;
+	ShoalModifyState *state = insert_state(rinfo);
 
 	/* as postgres_fdw: no batches when rows must come back, or row triggers must see each */
 	if (state == NULL || rinfo->ri_projectReturning != NULL ||
@@ -412,7 +436,7 @@ shoalExecForeignUpdate(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slo
 
 	MemoryContextReset(state->row_cxt);
 	rowid = rowid_value(state, planSlot);
-	values = shoal_slot_to_dict(slot, rinfo->ri_RelationDesc, state->target_attrs);
+	values = shoal_slot_to_dict(slot, rinfo->ri_RelationDesc, state->target_attrs, state->text_values);
 	returned = shoal_call_method(state->handler, "update", Py_BuildValue("(NN)", rowid, values));
 	return store_returned(state, returned, slot);
 }
@@ -438,13 +462,13 @@ shoalExecForeignDelete(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slo
 }
 
 static void
-end_modify(ResultRelInfo *rinfo)
+end_state(ShoalModifyState *state)
 {
-	ShoalModifyState *state = rinfo->ri_FdwState;
 	PyObject   *result;
 
 	if (state == NULL || state->released)
 		return;
+	end_state(state->routed);
 	/* the executor ends what EXPLAIN (without ANALYZE) only initialized: no end_modify then */
 	if (state->started)
 	{
@@ -457,13 +481,13 @@ end_modify(ResultRelInfo *rinfo)
 static void
 shoalEndForeignModify(EState *estate, ResultRelInfo *rinfo)
 {
-	end_modify(rinfo);
+	end_state(rinfo->ri_FdwState);
 }
 
 static void
 shoalEndForeignInsert(EState *estate, ResultRelInfo *rinfo)
 {
-	end_modify(rinfo);
+	end_state(insert_state(rinfo));
 }
 
 static int

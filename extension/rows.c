@@ -11,6 +11,7 @@
 #include "executor/tuptable.h"
 #include "storage/itemptr.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 
 void
@@ -195,7 +196,7 @@ shoal_row_to_slot(ShoalRowMap *map, PyObject *row, TupleTableSlot *slot)
  * slot (e.g. a VALUES scan), whose descriptor has other column names.
  */
 PyObject *
-shoal_slot_to_dict(TupleTableSlot *slot, Relation rel, List *attnums)
+shoal_slot_to_dict(TupleTableSlot *slot, Relation rel, List *attnums, bool as_text)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	PyObject   *dict = PyDict_New();
@@ -210,8 +211,18 @@ shoal_slot_to_dict(TupleTableSlot *slot, Relation rel, List *attnums)
 		Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
 		PyObject   *value;
 
-		value = shoal_datum_to_py(slot->tts_values[attnum - 1], slot->tts_isnull[attnum - 1],
-								  att->atttypid);
+		if (as_text && !slot->tts_isnull[attnum - 1])
+		{
+			/* the type's own text form: exact for every type, whatever Python can represent */
+			Oid			outfunc;
+			bool		varlena;
+
+			getTypeOutputInfo(att->atttypid, &outfunc, &varlena);
+			value = shoal_cstring_to_py(OidOutputFunctionCall(outfunc, slot->tts_values[attnum - 1]));
+		}
+		else
+			value = shoal_datum_to_py(slot->tts_values[attnum - 1], slot->tts_isnull[attnum - 1],
+									  att->atttypid);
 		if (value == NULL || PyDict_SetItemString(dict, NameStr(att->attname), value) < 0)
 		{
 			Py_XDECREF(value);

@@ -8,9 +8,11 @@
  */
 #include "shoal.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_inherits.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "optimizer/planner.h"
 #include "parser/parsetree.h"
 #include "tcop/utility.h"
@@ -45,6 +47,61 @@ has_foreign_partitions(Oid relid)
 		if (get_rel_relkind(lfirst_oid(lc)) == RELKIND_FOREIGN_TABLE)
 			return true;
 	return false;
+}
+
+/*
+ * COPY t TO of a partitioned table with foreign partitions (a distributed
+ * table) becomes COPY (SELECT ... FROM t) TO, which PostgreSQL allows: the
+ * same rows as COPY t TO gives for a plain table.  NULL when not such.
+ */
+static PlannedStmt *
+distributed_copy_to(PlannedStmt *pstmt)
+{
+	CopyStmt   *copy = (CopyStmt *) pstmt->utilityStmt;
+	PlannedStmt *result;
+	CopyStmt   *rewritten;
+	SelectStmt *select;
+	Oid			relid;
+	ListCell   *lc;
+
+	if (copy->is_from || copy->relation == NULL || copy->query != NULL)
+		return NULL;
+	relid = RangeVarGetRelid(copy->relation, AccessShareLock, true);
+	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE ||
+		!has_foreign_partitions(relid))
+		return NULL;
+
+	select = makeNode(SelectStmt);
+	if (copy->attlist == NIL)
+	{
+		ColumnRef  *star = makeNode(ColumnRef);
+		ResTarget  *target = makeNode(ResTarget);
+
+		star->fields = list_make1(makeNode(A_Star));
+		star->location = -1;
+		target->val = (Node *) star;
+		target->location = -1;
+		select->targetList = list_make1(target);
+	}
+	foreach(lc, copy->attlist)
+	{
+		ColumnRef  *column = makeNode(ColumnRef);
+		ResTarget  *target = makeNode(ResTarget);
+
+		column->fields = list_make1(makeString(pstrdup(strVal(lfirst(lc)))));
+		column->location = -1;
+		target->val = (Node *) column;
+		target->location = -1;
+		select->targetList = lappend(select->targetList, target);
+	}
+	select->fromClause = list_make1(copyObject(copy->relation));
+
+	result = copyObject(pstmt);
+	rewritten = (CopyStmt *) result->utilityStmt;
+	rewritten->query = (Node *) select;
+	rewritten->relation = NULL;
+	rewritten->attlist = NIL;
+	return result;
 }
 
 /*
@@ -100,6 +157,18 @@ shoal_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnly
 	}
 
 	/* DDL on distributed and global tables: shoal.sharding.ddl rewrites or propagates it */
+	if (IsA(parsetree, CopyStmt))
+	{
+		PlannedStmt *copy_query = distributed_copy_to(pstmt);
+
+		if (copy_query != NULL)
+		{
+			pstmt = copy_query;
+			parsetree = pstmt->utilityStmt;
+			readOnlyTree = false;
+		}
+	}
+
 	original = pstmt;
 	after = shoal_utility_before(&pstmt, queryString);
 	if (after == Py_None)

@@ -122,7 +122,7 @@ extern void shoal_rowmap_init(ShoalRowMap *map, Relation rel, List *attnums);
 extern void shoal_rowmap_prepare(ShoalRowMap *map, TupleDesc desc, AttrNumber attnum);
 extern void shoal_rowmap_release(ShoalRowMap *map);
 extern void shoal_row_to_slot(ShoalRowMap *map, PyObject *row, TupleTableSlot *slot);
-extern PyObject *shoal_slot_to_dict(TupleTableSlot *slot, Relation rel, List *attnums);
+extern PyObject *shoal_slot_to_dict(TupleTableSlot *slot, Relation rel, List *attnums, bool as_text);
 
 /* handlers.c: one Python handler instance per foreign table */
 extern PyObject *shoal_handler_for(Oid relid);

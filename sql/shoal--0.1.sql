@@ -121,7 +121,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
     DELETE FROM shoal.distributed d
      USING pg_catalog.pg_event_trigger_dropped_objects() o
-     WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objid = d.relation;
+     WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objid = d.relation AND o.objsubid = 0;
 END
 $$;
 CREATE EVENT TRIGGER shoal_forget_dropped ON sql_drop EXECUTE FUNCTION _forget_dropped();
@@ -141,20 +141,20 @@ CREATE FUNCTION _ship_changes(relation regclass, op text, new_rows text, old_row
 
 CREATE FUNCTION _ship_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM shoal._ship_changes(TG_RELID, 'insert', (SELECT array_agg(n::text)::text FROM shoal_new n), NULL);
+    PERFORM shoal._ship_changes(TG_RELID, 'insert', (SELECT array_agg((r.*)::text)::text FROM shoal_new r), NULL);
     RETURN NULL;
 END
 $$;
 CREATE FUNCTION _ship_updated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM shoal._ship_changes(TG_RELID, 'update', (SELECT array_agg(n::text)::text FROM shoal_new n),
-                                (SELECT array_agg(o::text)::text FROM shoal_old o));
+    PERFORM shoal._ship_changes(TG_RELID, 'update', (SELECT array_agg((r.*)::text)::text FROM shoal_new r),
+                                (SELECT array_agg((r.*)::text)::text FROM shoal_old r));
     RETURN NULL;
 END
 $$;
 CREATE FUNCTION _ship_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM shoal._ship_changes(TG_RELID, 'delete', NULL, (SELECT array_agg(o::text)::text FROM shoal_old o));
+    PERFORM shoal._ship_changes(TG_RELID, 'delete', NULL, (SELECT array_agg((r.*)::text)::text FROM shoal_old r));
     RETURN NULL;
 END
 $$;

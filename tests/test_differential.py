@@ -438,48 +438,21 @@ def env() -> Iterator[Env]:
         shutil.rmtree(parent, ignore_errors=True)
 
 
-# -- shoal bugs and gaps these tests found, still open -----------------------------------------------------
-# Each test below fails on shoal today (strict: one that starts passing must lose its entry). Reasons name the
-# cause; the report of the differential suite has a minimal SQL reproduction of each.
+# -- where shoal still differs from plain PostgreSQL: documented limitations ------------------------------
+# Each test below fails on shoal today (strict: one that starts passing must lose its entry).
 
-WRITE_VALUES = ("values written to a remote partition or shipped to a global copy go through Python: a "
-                "range with an infinite bound becomes 'None', a jsonb string scalar loses its quotes, jsonb "
-                "'null' becomes SQL NULL, json loses its spacing, dates/timestamps outside years 1-9999, "
-                "infinity and 24:00 fail, and intervals with months are stored as days")
-ROW_MOVEMENT = "UPDATE of the distribution key fails ('violates partition constraint') if the row moves node"
 DO_UPDATE = "INSERT ... ON CONFLICT DO UPDATE is refused for rows of remote partitions (README: not done)"
-COPY_TO_TABLE = "COPY <distributed table> TO is refused ('cannot copy from partitioned table')"
-GLOBAL_COLUMN_N = ("a global table with a column named n cannot be written: the shipping trigger's alias n "
-                   "(FROM shoal_new n) resolves to the column")
 NO_TABLE_KEY = ("a distributed table's primary key exists only on its local partitions, not on the table "
                 "(README: PostgreSQL allows no unique index with foreign partitions)")
-SECONDARY_INDEX = ("create_distributed_table of a table with a secondary index fails: "
-                   "'on node n1: relation \"<index>\" already exists'")
 LATE_UNIQUE = "a unique index or constraint (with the key) added after distribution is refused (README)"
-DROP_COLUMN = ("ALTER TABLE ... DROP COLUMN removes the table from shoal's catalog on every node (the "
-               "sql_drop trigger ignores objsubid); later DDL then stays on the issuing node")
+
 KNOWN_BUGS: dict[str, str] = {
-    "test_every_table_loaded": WRITE_VALUES + "; and " + GLOBAL_COLUMN_N,
-    **{f"test_copy_table_to[{t}-{f}]": COPY_TO_TABLE for t in ("users", "alltypes") for f in FORMATS},
     **{f"test_dml[{c}]": DO_UPDATE for c in ("on_conflict_do_update_on_key", "on_conflict_do_update_where",
                                               "on_conflict_composite_key", "on_conflict_in_existing_rows")},
-    **{f"test_dml[{c}]": ROW_MOVEMENT for c in ("update_distribution_key", "types_update_key",
-                                                 "update_distribution_key_many_rows",
-                                                 "update_distribution_key_by_expression")},
-    **{f"test_dml[{c}]": WRITE_VALUES for c in ("types_insert_select", "types_insert_literals",
-                                                 "types_update_every_type", "edge_insert_each_value",
-                                                 "edge_insert_select_all_rows", "edge_update",
-                                                 "edge_update_key_moves_rows")},
-    **{f"test_dml[{c}]": GLOBAL_COLUMN_N for c in ("global_without_key_update_duplicates",
-                                                    "global_without_key_insert_duplicates")},
     **{f"test_prepared_write[{g}-upsert]": DO_UPDATE for g in ("auto_plans", "force_generic_plan")},
-    **{f"test_prepared_write[{g}-update_key]": ROW_MOVEMENT for g in ("auto_plans", "force_generic_plan")},
-    **{f"test_copy_from[{f}]": WRITE_VALUES for f in FORMATS},
     **{f"test_keys_and_indexes_as_on_plain[{t}]": NO_TABLE_KEY for t in ("users", "orders", "d_users",
                                                                           "tags")},
-    "test_distribute_table_with_rows_and_indexes": SECONDARY_INDEX,
     "test_unique_index_with_the_key_after_distribution": LATE_UNIQUE,
-    "test_ddl_reaches_every_node": DROP_COLUMN,
 }
 
 

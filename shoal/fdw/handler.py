@@ -118,6 +118,10 @@ class ForeignDataWrapper:
         """Delete the row whose ``rowid_column`` is ``rowid``; return the old row or None."""
         raise TypeError(f"{type(self).__name__} does not support DELETE")
 
+    #: True: insert/update get every value as a str in its type's text form (exact for every type,
+    #: where Python objects are not: infinite dates, intervals with months, ranges, JSON text...)
+    text_values = False
+
     def begin_modify(self, operation: str, on_conflict: str | None = None) -> None:
         """A statement starts modifying this table (``INSERT``, ``UPDATE``, ``DELETE``; COPY and
         tuple routing are ``INSERT``).  ``on_conflict="nothing"``: an ``INSERT ... ON CONFLICT DO

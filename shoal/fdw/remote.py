@@ -31,6 +31,7 @@ class RemotePartition(ForeignDataWrapper):
     # UPDATE and DELETE find their rows again by the remote row's address, read by the scan
     # (inside the transaction's block on that node, FOR UPDATE, so it cannot move meanwhile)
     rowid_column = "ctid"
+    text_values = True  # the remote node parses what this one printed: nothing lost on the way
 
     def __init__(self, options: dict[str, str], columns: dict[str, ColumnDefinition]) -> None:
         super().__init__(options, columns)
@@ -44,6 +45,7 @@ class RemotePartition(ForeignDataWrapper):
         self._sql_cache: dict[tuple, str] = {}  # a plan's scans all send the same SQL
         self._writes: list[Stream] = []  # batches sent, checked at the end of the statement
         self._skip_conflicts = False  # INSERT ... ON CONFLICT DO NOTHING
+        self._routing: tuple[str | None, frozenset[str], list[str]] | None = None
 
     # -- where the table is -------------------------------------------------------------------
 
@@ -181,9 +183,12 @@ class RemotePartition(ForeignDataWrapper):
             params.extend(transport.params_as_text([row[n] for n in names], types))
         self._writes.append(transport.run(self._node(), sql, types * len(rows), params, write=True))
 
-    def update(self, rowid: Any, newvalues: dict[str, Any]) -> bytes:
+    def update(self, rowid: Any, newvalues: dict[str, Any]) -> bytes | None:
         """One row by its remote address; the row as stored comes back for RETURNING (nothing if
         the row was not there)."""
+        parent, keys, insertable = self._partitioning()
+        if parent is not None and keys & newvalues.keys():
+            return self._move(rowid, newvalues, parent, insertable)
         names = list(newvalues)
         sql = remote_sql.update_sql(self._table_sql(), self._remote_columns(names),
                                     returning=self._remote_columns(list(self.columns)))
@@ -197,6 +202,46 @@ class RemotePartition(ForeignDataWrapper):
         sql = remote_sql.delete_sql(self._table_sql(), returning=self._remote_columns(list(self.columns)))
         self._check_writes()
         return b"".join(transport.run(self._node(), sql, [_TID], [str(rowid)], write=True))
+
+    def _partitioning(self) -> tuple[str | None, frozenset[str], list[str]]:
+        """The partitioned table this one is a partition of, its partition key's columns, and the
+        columns an INSERT may set (not generated)."""
+        if self._routing is None:
+            rows = backend.query(
+                "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname), "
+                "  ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a "
+                "        WHERE a.attrelid = p.partrelid AND a.attnum = ANY (p.partattrs::int2[])) "
+                "FROM pg_catalog.pg_inherits i "
+                "JOIN pg_catalog.pg_partitioned_table p ON p.partrelid = i.inhparent "
+                "JOIN pg_catalog.pg_class c ON c.oid = i.inhparent "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE i.inhrelid = $1::oid",
+                self.relid)
+            insertable = [r[0] for r in backend.query(
+                "SELECT attname::text FROM pg_catalog.pg_attribute WHERE attrelid = $1::oid AND attnum > 0 "
+                "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum", self.relid)]
+            parent, keys = (rows[0][0], frozenset(rows[0][1] or ())) if rows else (None, frozenset())
+            self._routing = (parent, keys, insertable)
+        return self._routing
+
+    def _move(self, rowid: Any, newvalues: dict[str, Any], parent: str, insertable: list[str]) -> None:
+        """An UPDATE of the partition key: PostgreSQL does not move rows out of foreign partitions,
+        so the row leaves this one and goes back in through the partitioned table, which routes it."""
+        names = list(self.columns)
+        returning = ", ".join(f"{remote_sql.quote_ident(c)}::text" for c in self._remote_columns(names))
+        sql = f"DELETE FROM {self._table_sql()} WHERE ctid = $1 RETURNING {returning}"
+        self._check_writes()
+        old = decode_text_tuples(b"".join(transport.run(self._node(), sql, [_TID], [str(rowid)], write=True)))
+        if not old:
+            return None
+        row = dict(zip(names, old[0], strict=True))
+        types = {n: self.columns[n].type_oid for n in names}
+        row.update(zip(newvalues, transport.params_as_text(list(newvalues.values()),
+                                                           [types[n] for n in newvalues]), strict=True))
+        columns = [c for c in insertable if c in row]
+        values = ", ".join(f"${i + 1}::{self.columns[c].type_name}" for i, c in enumerate(columns))
+        backend.query(f"INSERT INTO {parent} ({', '.join(remote_sql.quote_ident(c) for c in columns)}) "
+                      f"VALUES ({values})", *[row[c] for c in columns])
+        return None  # RETURNING shows the new row as the statement computed it
 
     def end_modify(self) -> None:
         self._check_writes()

@@ -6,21 +6,25 @@ values (relations as OIDs, JSON as text).
 
 from __future__ import annotations
 
-from shoal.sharding import distribute, replicate
+from shoal.sharding import distribute, everywhere, replicate
 
 
 def create_distributed_table(relation: int, column: str, partitions: int | None,
                              colocate_with: int | None) -> None:
-    distribute.create_distributed_table(relation, column, partitions, colocate_with)
+    with everywhere.internal():
+        distribute.create_distributed_table(relation, column, partitions, colocate_with)
 
 
 def create_global_table(relation: int) -> None:
-    distribute.create_global_table(relation)
+    with everywhere.internal():
+        distribute.create_global_table(relation)
 
 
 def _ship_changes(relation: int, op: str, new_rows: str | None, old_rows: str | None) -> None:
-    replicate.ship(relation, op, new_rows, old_rows)
+    with everywhere.internal():
+        replicate.ship(relation, op, new_rows, old_rows)
 
 
 def _sync_privileges(relation: int) -> None:
-    distribute.sync_privileges(relation)
+    with everywhere.internal():
+        distribute.sync_privileges(relation)

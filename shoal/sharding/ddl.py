@@ -18,23 +18,17 @@ from shoal.fdw import backend
 from shoal.sharding import catalog, distribute, everywhere, replicate
 from shoal.sharding.catalog import ShoalTable, quote_ident
 
-_busy = False  # statements shoal runs while handling one are its own business
-
 Answer = bool | None | Callable[[], None]
 
 
 def before(sql: str, info: dict[str, Any]) -> Answer:
-    global _busy
-    if _busy:
-        return False
+    if everywhere.is_internal():
+        return False  # statements shoal runs while handling one are its own business
     handler = _HANDLERS.get(info["kind"])
     if handler is None:
         return False
-    _busy = True
-    try:
+    with everywhere.internal():
         return handler(info, sql)
-    finally:
-        _busy = False
 
 
 # -- CREATE TABLE ... WITH (distributed_by = ..., global) ---------------------------------------
@@ -73,7 +67,7 @@ def _create(info: dict[str, Any], sql: str) -> Answer:
         else:
             distribute.create_distributed_table(oid, ours["distributed_by"], parts, colocate)
 
-    return _guarded(after, propagate=False)
+    return _guarded(after)
 
 
 def _create_partition(info: dict[str, Any], sql: str) -> Answer:
@@ -179,15 +173,11 @@ def _truncate(info: dict[str, Any], sql: str) -> Answer:
 
 # -- helpers ------------------------------------------------------------------------------------
 
-def _guarded(action: Callable[[], None], propagate: bool = True) -> Callable[[], None]:
+def _guarded(action: Callable[[], None]) -> Callable[[], None]:
     def after() -> None:
-        global _busy
-        _busy = True
-        try:
+        with everywhere.internal():
             replicate.forget()
             action()
-        finally:
-            _busy = False
     return after
 
 

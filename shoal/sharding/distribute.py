@@ -41,6 +41,13 @@ def create_distributed_table(oid: int, column: str, partitions: int | None,
                 f'column "{column}"',
                 hint="Uniqueness is enforced per partition: every primary key, unique and exclusion "
                      "constraint of a distributed table must include its distribution column.")
+    for definition, keys in table.unique_indexes:
+        if column not in keys:
+            raise InvalidDefinition(
+                f'unique index of "{rel.name}" ({definition}) does not include the distribution column '
+                f'"{column}"',
+                hint="Uniqueness is enforced per partition: every unique index of a distributed table "
+                     "must include its distribution column.")
     placement, colocation, partitions = _placement(rel, column, partitions, colocate_with, cluster)
 
     statements: dict[str, list] = defaultdict(list)
@@ -60,6 +67,8 @@ def create_distributed_table(oid: int, column: str, partitions: int | None,
                 statements[node].append(f"CREATE TABLE {partition} PARTITION OF {rel.sql} {bound}")
                 statements[node] += [f"ALTER TABLE {partition} ADD {definition}"
                                      for _, definition, _ in table.uniques]
+                statements[node] += [_on_partition(definition, partition)
+                                     for definition, _ in table.unique_indexes]
             else:
                 statements[other.name].append(
                     f"CREATE FOREIGN TABLE {partition} PARTITION OF {rel.sql} {bound} "
@@ -94,7 +103,7 @@ def create_global_table(oid: int) -> None:
             statements[node.name].append(table.create_sql(rel.sql, "", identity.get(node.name),
                                                           with_uniques=True))
             statements[node.name] += _own_sequences(rel, table, node.name)
-            statements[node.name] += table.indexes
+            statements[node.name] += table.indexes + [d for d, _ in table.unique_indexes]
             if rows is not None:
                 statements[node.name].append((replicate.insert_sql(rel, table), [rows]))
         statements[node.name] += [
@@ -228,6 +237,12 @@ def _sequences(rel: Relation, table: tabledef.TableDef, cluster: list[NodeInfo],
                 statements[node.name].append(
                     f"CREATE SEQUENCE {sequence} INCREMENT BY {SEQUENCE_STRIDE} START WITH {start}")
     return identity, restarts
+
+
+def _on_partition(index_definition: str, partition: str) -> str:
+    """A table's CREATE UNIQUE INDEX, for one of its partitions (named by PostgreSQL)."""
+    _, using = index_definition.split(" USING ", 1)
+    return f"CREATE UNIQUE INDEX ON {partition} USING {using}"
 
 
 def _own_sequences(rel: Relation, table: tabledef.TableDef, node: str) -> list[str]:

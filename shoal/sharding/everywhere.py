@@ -7,12 +7,30 @@ nodes at once and are awaited together, so a cluster-wide change costs one round
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 from shoal.fdw import backend, transport
 from shoal.multiplexer.client import RemoteError, Stream
 
 Statement = tuple[str, list[str | None]]  # SQL with $n (text parameters) and its parameters
+
+_depth = 0  # > 0 while shoal itself runs statements: its DDL is not propagated again
+
+
+@contextmanager
+def internal() -> Iterator[None]:
+    """shoal's own work: the DDL it runs here is its business, not the utility hook's."""
+    global _depth
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+
+
+def is_internal() -> bool:
+    return _depth > 0
 
 
 def run(per_node: Mapping[str, Iterable[Statement | str]]) -> None:

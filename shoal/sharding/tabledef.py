@@ -48,6 +48,7 @@ class TableDef:
     checks: list[str] = field(default_factory=list)  # CONSTRAINT name CHECK (...)
     uniques: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (name, definition, columns)
     indexes: list[str] = field(default_factory=list)  # CREATE INDEX statements (not of constraints)
+    unique_indexes: list[tuple[str, list[str]]] = field(default_factory=list)  # (CREATE UNIQUE INDEX, keys)
     foreign_keys: list[str] = field(default_factory=list)  # names
     referenced_by: list[str] = field(default_factory=list)  # tables with foreign keys to this one
     sequences: dict[str, str] = field(default_factory=dict)  # column -> sequence it takes defaults from
@@ -112,10 +113,17 @@ def _read(oid: int) -> TableDef:
     table.referenced_by = [r[0] for r in backend.query(
         "SELECT c.conrelid::regclass::text FROM pg_catalog.pg_constraint c "
         "WHERE c.confrelid = $1::oid AND c.contype = 'f' AND c.conrelid <> $1::oid", oid)]
-    table.indexes = [r[0] for r in backend.query(
-        "SELECT pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_index i "
-        "WHERE i.indrelid = $1::oid AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint c "
-        "  WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid) ORDER BY i.indexrelid", oid)]
+    for definition, unique, keys in backend.query(
+            "SELECT pg_catalog.pg_get_indexdef(i.indexrelid), i.indisunique, "
+            "  ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a "
+            "        WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[])) "
+            "FROM pg_catalog.pg_index i "
+            "WHERE i.indrelid = $1::oid AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint c "
+            "  WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid) ORDER BY i.indexrelid", oid):
+        if unique:
+            table.unique_indexes.append((definition, list(keys or [])))
+        else:
+            table.indexes.append(definition)
     for column, sequence, deptype in backend.query(
             "SELECT a.attname::text, s.oid::regclass::text, d.deptype::text FROM pg_catalog.pg_depend d "
             "JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
