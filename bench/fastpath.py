@@ -44,9 +44,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO] + [str(R
 
 import psycopg  # noqa: E402
 
+from bench.pgnode import PgNode  # noqa: E402
 from bench.report import cpu_model, git_revision, progress  # noqa: E402
 from shoal import osuser  # noqa: E402
-from shoal.pgbin import pg_bin  # noqa: E402
 
 HANDLERS = REPO / "bench" / "handlers"
 RESULTS = REPO / "bench" / "results"
@@ -89,60 +89,23 @@ class SystemResult:
     output_columns: list[str] = field(default_factory=list)
 
 
-class Server:
-    """A throwaway PostgreSQL 15 server in a temporary directory, reached over a Unix socket."""
-
-    def __init__(self, workdir: Path, user: str, python_path: Path) -> None:
-        self.workdir = workdir
-        self.data = workdir / "data"
-        self.user = user
-        self.python_path = python_path
-        self.bindir = pg_bin()
-        self.running = False
-
-    def _run(self, argv: list[str]) -> None:
-        result = osuser.run_as(self.user, argv, check=False)
-        if result.returncode != 0:
-            raise SystemExit(f"{' '.join(argv[:2])} failed:\n{result.stdout}{result.stderr}")
-
-    def start(self) -> None:
-        self._run([str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
-                   "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"])
-        settings = {
-            "listen_addresses": "''",
-            "unix_socket_directories": f"'{self.workdir}'",
-            "shared_preload_libraries": "'shoal'",
-            "shoal.python_path": f"'{self.python_path}'",
-            "timezone": "'UTC'",
-            # One process per scan on every side; JIT would only add compile time to some plans.
-            "jit": "off",
-            "max_parallel_workers_per_gather": "0",
-            # The local table (about 90 MB for 1M rows) stays in shared buffers.
-            "shared_buffers": "'512MB'",
-            # Loading the data is set-up, not what we measure.
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
-            "max_wal_size": "'4GB'",
-            "logging_collector": "off",
-        }
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write("\n# bench/fastpath.py\n")
-            for name, value in settings.items():
-                conf.write(f"{name} = {value}\n")
-        self._run([str(self.bindir / "pg_ctl"), "start", "-w", "-D", str(self.data),
-                   "-l", str(self.workdir / "server.log")])
-        self.running = True
-
-    def stop(self) -> None:
-        if self.running:
-            osuser.run_as(self.user, [str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data),
-                                      "-m", "fast", "-w"], check=False)
-            self.running = False
-
-    def connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(host=str(self.workdir), port=5432, user="postgres", dbname="postgres",
-                               autocommit=True)
+def make_server(workdir: Path, user: str, python_path: Path) -> PgNode:
+    """A throwaway server in `workdir` with the extension preloaded, reached over its Unix socket."""
+    return PgNode("fastpath", workdir, None, {
+        "shared_preload_libraries": "shoal",
+        "shoal.python_path": str(python_path),
+        "timezone": "UTC",
+        # One process per scan on every side; JIT would only add compile time to some plans.
+        "jit": "off",
+        "max_parallel_workers_per_gather": 0,
+        # The local table (about 90 MB for 1M rows) stays in shared buffers.
+        "shared_buffers": "512MB",
+        # Loading the data is set-up, not what we measure.
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_wal_size": "4GB",
+    }, user=user)
 
 
 def handlers_dir(workdir: Path, user: str) -> Path:
@@ -301,11 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     user = osuser.service_user()
     workdir = Path(tempfile.mkdtemp(prefix="shoal-bench-", dir="/tmp"))
     osuser.chown_to(workdir, user)
-    server = Server(workdir, user, handlers_dir(workdir, user))
+    python_path = handlers_dir(workdir, user)
+    server = make_server(workdir, user, python_path)
     results = [SystemResult(name, table) for name, table in SYSTEMS]
     try:
-        progress(f"starting PostgreSQL in {workdir} as OS user {user} "
-                 f"(shoal.python_path={server.python_path})")
+        progress(f"starting PostgreSQL in {workdir} as OS user {user} (shoal.python_path={python_path})")
+        server.init()
         server.start()
         with server.connect() as conn, conn.cursor() as cur:
             sizes = load(cur, workdir, args.rows, args.c4, args.chunk_bytes)

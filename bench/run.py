@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     meta["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    meta.setdefault("server_version", results.get("transport", {}).get("meta", {}).get("server_version", "?"))
     base = _write(args.results, stamp, meta, described, results)
     print()
     print(base.with_suffix(".md").read_text())

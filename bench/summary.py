@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.pgbench import STATEMENT_TIMEOUT_S
 from bench.systems import TUNING, TUNING_NOTE
 
 
@@ -35,10 +36,13 @@ def header(meta: dict[str, Any], systems: dict[str, Any]) -> list[str]:
            f"Machine: {meta['cpu']}, {meta['nproc']} CPUs, kernel {meta['kernel']}, load average "
            f"{meta['loadavg_start']} at the start and {meta.get('loadavg_end', '?')} at the end (the machine "
            f"is shared: compare systems within this run, not with other runs). PostgreSQL "
-           f"{meta.get('server_version', '?')}; shoal {meta['git']}.", "",
-           "Every node of every system runs with the same settings: "
-           + ", ".join(f"`{k} = {v}`" for k, v in TUNING.items()) + f". Note: {TUNING_NOTE}.", "",
-           "## Systems", ""]
+           f"{meta.get('server_version', '?')}; shoal {meta['git']}.", ""]
+    if not systems:
+        return out
+    out += ["Every node of every system runs with the same settings: "
+            + ", ".join(f"`{k} = {v}`" for k, v in TUNING.items()) + f". Note: {TUNING_NOTE}. "
+            f"Statements are cancelled after {STATEMENT_TIMEOUT_S} s (a stuck transaction fails its run "
+            "instead of hanging the benchmark).", "", "## Systems", ""]
     rows = []
     for name, s in systems.items():
         if "error" in s:

@@ -66,7 +66,6 @@ import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -74,6 +73,7 @@ import psycopg  # noqa: E402
 
 from bench import cpu  # noqa: E402
 from bench import pgbench as pgb  # noqa: E402
+from bench.backends import BackendSampler  # noqa: E402
 from bench.report import cpu_model, git_revision, progress  # noqa: E402
 from shoal import osuser  # noqa: E402
 from shoal.cluster import Cluster, Node, port_in_use  # noqa: E402
@@ -276,36 +276,6 @@ def part_ping(bench: Bench) -> dict[str, Any]:
 
 # -- part 2: remote point queries ----------------------------------------------------------------
 
-class BackendCounter:
-    """The most backends of each type seen on each node while it runs (pg_stat_activity)."""
-
-    def __init__(self, bench: Bench, interval: float = 0.25) -> None:
-        self.conns = {node: psycopg.connect(n.conninfo, autocommit=True) for node, n in bench.nodes.items()}
-        self.exclude = list(bench.own_backends | {c.info.backend_pid for c in self.conns.values()})
-        self.interval = interval
-        self.most: dict[str, dict[str, int]] = {node: {} for node in self.conns}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            for node, conn in self.conns.items():
-                rows = conn.execute("SELECT backend_type, count(*) FROM pg_stat_activity "
-                                    "WHERE pid <> ALL(%s) GROUP BY 1", (self.exclude,)).fetchall()
-                for kind, count in rows:
-                    self.most[node][kind] = max(self.most[node].get(kind, 0), count)
-
-    def __enter__(self) -> BackendCounter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        for conn in self.conns.values():
-            conn.close()
-
-
 def part_point(bench: Bench) -> dict[str, Any]:
     args = bench.args
     n1 = bench.nodes["n1"]
@@ -330,7 +300,8 @@ def part_point(bench: Bench) -> dict[str, Any]:
             bench.wait_quiet()
             entry: dict[str, Any] = {"system": name, "table": table, "clients": clients}
             try:
-                with BackendCounter(bench) as counter:
+                conninfos = {name: node.conninfo for name, node in bench.nodes.items()}
+                with BackendSampler(conninfos, ignore=bench.own_backends) as counter:
                     run = pgb.run(bench.pgbench, n1.port, scripts[table], clients, seconds=args.seconds)
                 entry.update(vars(run))
                 entry["backends"] = counter.most

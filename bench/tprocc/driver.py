@@ -28,15 +28,14 @@ from typing import Any
 
 import psycopg
 
-from bench.pgbench import percentile
+# A transaction running STATEMENT_TIMEOUT_S is stuck (a lock wait nobody will end): it is cancelled and
+# counted as an error (SQLSTATE 57014) rather than freezing its virtual user.
+from bench.pgbench import STATEMENT_TIMEOUT_S, percentile
 from bench.tprocc.datagen import CUSTOMERS, DISTRICTS, NURAND_C_LAST, last_name, nurand
 
 Progress = Callable[[str], None]
 KINDS = ("neword", "payment", "delivery", "slev", "ostat")
 ROLLBACK_SQLSTATE = "TP001"  # functions.sql: the new orders with an unused item
-# A transaction running this long is stuck (a lock wait nobody will end): it is cancelled and counted as
-# an error (SQLSTATE 57014) rather than freezing its virtual user.
-STATEMENT_TIMEOUT_S = 30
 CALLS = {
     "neword": "SELECT neword(%s::integer, %s::integer, %s::integer, %s::integer, %s::integer)",
     "payment": "SELECT payment(%s::integer, %s::integer, %s::integer, %s::integer, %s::integer, "
