@@ -135,15 +135,15 @@ def _execute(argv: list[str], clients: int, threads: int, timeout: float | None 
         result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd="/",
                                 env=env, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        raise PgbenchHung(f"{command} did not finish {timeout:.0f} s after it started: killed "
-                          f"(a transaction hangs)") from exc
+        raise PgbenchHung(f"hung: pgbench had not finished {timeout:.0f} s after it started and was killed "
+                          f"(command: {command})") from exc
     wall = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
         errors = [ln for ln in lines if "error" in ln.lower() or "abort" in ln.lower()]
-        raise PgbenchError(f"{command} exited with {result.returncode}: "
-                           + " | ".join((errors or lines)[:3]))
+        raise PgbenchError(f"pgbench exited with {result.returncode}: " + " | ".join((errors or lines)[:3])
+                           + f" (command: {command})")
     out = result.stdout
     retried = re.search(r"number of transactions retried: (\d+)", out)
     return PgbenchRun(

@@ -134,6 +134,10 @@ def run(systems: list[System], opts: Options, workdir: Path, progress: Progress)
                 if "error" in entry:
                     progress(f"{system.name}: warm-up FAILED: {entry['error'][:200]}")
     runs: list[dict[str, Any]] = []
+    # After a failed run, a system's later runs of the same workload are skipped: what broke it (a hung
+    # transaction holding locks, say) usually outlives the run and would make each of them wait for the
+    # timeouts again.
+    broken: dict[tuple[str, str], str] = {}
     cell = 0
     for workload in WORKLOADS:
         for protocol in PROTOCOLS:
@@ -141,7 +145,15 @@ def run(systems: list[System], opts: Options, workdir: Path, progress: Progress)
                 order = ready[cell % len(ready):] + ready[:cell % len(ready)] if ready else []
                 cell += 1
                 for system in order:
-                    entry = _one(system, workload, protocol, clients, opts.seconds, log_prefix)
+                    if (system.name, workload) in broken:
+                        entry = {"system": system.name, "workload": workload, "protocol": protocol,
+                                 "clients": clients, "skipped": True,
+                                 "error": f"skipped: {broken[system.name, workload]}"}
+                    else:
+                        entry = _one(system, workload, protocol, clients, opts.seconds, log_prefix)
+                        if "error" in entry:
+                            broken[system.name, workload] = (f"an earlier {workload} run failed "
+                                                             f"(-M {protocol}, {clients} clients)")
                     runs.append(entry)
                     progress(describe_run(entry))
     return {"options": vars(opts), "max_tries": MAX_TRIES, "load": loaded, "runs": runs}

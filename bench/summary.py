@@ -11,7 +11,8 @@ from bench.systems import TUNING, TUNING_NOTE
 
 def _table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
     rule = "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"
-    return ["| " + " | ".join(header) + " |", rule] + ["| " + " | ".join(row) + " |" for row in rows]
+    return ["| " + " | ".join(header) + " |", rule] + [
+        "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -60,7 +61,8 @@ def pgbench(results: dict[str, Any]) -> list[str]:
            f"per table on the sharded systems, `--max-tries {results['max_tries']}`)", "",
            "Clients connect to the first node. p50/p99 from pgbench's per-transaction log. *peer backends*: "
            "the most server processes seen at once on the second node during the run (client backends + "
-           "shoal workers).", ""]
+           "shoal workers). After a failed run, the system's later runs of the same workload are skipped "
+           "(what broke it, such as a stuck transaction holding locks, usually outlives the run).", ""]
     for name, load in results["load"].items():
         if "error" in load:
             out += [f"- {name}: load FAILED: {load['error']}"]
@@ -78,7 +80,8 @@ def pgbench(results: dict[str, Any]) -> list[str]:
                 if r is None:
                     continue
                 if "error" in r:
-                    rows.append([str(clients), system, "FAILED", r["error"][:120], "", "", "", ""])
+                    rows.append([str(clients), system, "skipped" if r.get("skipped") else "FAILED",
+                                 r["error"].split(" (command: ")[0][:200], "", "", "", ""])
                     continue
                 peer = ", ".join(f"{b['client_backends']} + {b['shoal_workers']}"
                                  for b in r.get("peer_backends", {}).values()) or "-"
@@ -110,7 +113,7 @@ def tprocc(results: dict[str, Any]) -> list[str]:
         run = e.get("run")
         verdict = "pass" if e.get("checks", {}).get("passed") else "**FAIL**"
         if run is None:
-            rows.append([name, "FAILED", e.get("error", "")[:120], "", "", "", "", "", verdict, ""])
+            rows.append([name, "FAILED", e.get("error", "")[:200], "", "", "", "", "", verdict, ""])
             continue
         lat = run["latency_ms"]
         homes = e["load"]["warehouse_nodes"]
