@@ -18,6 +18,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -143,9 +144,15 @@ def _failed(described: dict[str, Any], results: dict[str, Any]) -> list[str]:
     return bad
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    """SIGTERM (e.g. from `timeout`) ends the run like Ctrl-C does: the servers are stopped."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     meta = _meta(argv)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = systems.make_workdir()

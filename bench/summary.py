@@ -113,7 +113,7 @@ def tprocc(results: dict[str, Any]) -> list[str]:
         run = e.get("run")
         verdict = "pass" if e.get("checks", {}).get("passed") else "**FAIL**"
         if run is None:
-            rows.append([name, "FAILED", e.get("error", "")[:200], "", "", "", "", "", verdict, ""])
+            rows.append([name, "FAILED", e.get("error", "")[:200], "", "", "", "", "", verdict, "", ""])
             continue
         lat = run["latency_ms"]
         homes = e["load"]["warehouse_nodes"]
@@ -123,9 +123,12 @@ def tprocc(results: dict[str, Any]) -> list[str]:
         rows.append([name, f"**{_num(run['nopm'])}**", _num(run["tpm"]), _num(run["tpm_server"]),
                      str(run["rolled_back"]), str(sum(run["errors"].values())),
                      _num(lat["neword"]["p99"], 1), _num(lat["payment"]["p99"], 1), verdict,
-                     ", ".join(f"{n}: {c}" for n, c in sorted(by_node.items()))])
+                     ", ".join(f"{n}: {c}" for n, c in sorted(by_node.items())),
+                     ", ".join(f"{b['client_backends']} + {b['shoal_workers']}"
+                               for b in run.get("peer_backends", {}).values()) or "-"])
     out += _table(["system", "NOPM", "TPM", "TPM (server)", "rolled back", "errors", "new-order p99 ms",
-                   "payment p99 ms", "consistency", "warehouses per node"], rows, "lrrrrrrrll")
+                   "payment p99 ms", "consistency", "warehouses per node", "peer backends"], rows,
+                  "lrrrrrrrllr")
     nopm = {n: e["run"]["nopm"] for n, e in results["systems"].items() if "run" in e}
     out += ["", f"NOPM ratios: {_ratios(nopm)}.", ""]
     names = list(results["systems"])

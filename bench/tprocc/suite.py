@@ -3,11 +3,13 @@ system a ramp-up, a timed test and the consistency checks."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.backends import BackendSampler, summary
 from bench.systems import System
 from bench.tprocc import checks, datagen, driver, loader
 
@@ -40,8 +42,13 @@ def run(systems: list[System], opts: Options, workdir: Path, progress: Progress)
             with system.connect() as conn:
                 entry["checks_before"] = checks.run(conn)
             try:
-                entry["run"] = driver.run(system.coordinator.conninfo, opts.vus, opts.warehouses, opts.rampup,
-                                          opts.seconds, progress, label=f"{system.name}: ")
+                with contextlib.ExitStack() as stack:
+                    peers = {n.name: n.conninfo for n in system.nodes[1:]}
+                    sampler = stack.enter_context(BackendSampler(peers)) if peers else None
+                    entry["run"] = driver.run(system.coordinator.conninfo, opts.vus, opts.warehouses,
+                                              opts.rampup, opts.seconds, progress, label=f"{system.name}: ")
+                if sampler is not None:
+                    entry["run"]["peer_backends"] = {n: summary(m) for n, m in sampler.most.items()}
                 if entry["run"]["stuck_users"]:
                     progress(f"{system.name}: {entry['run']['stuck_users']} virtual users did not stop: "
                              f"ending their sessions")
