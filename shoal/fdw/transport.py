@@ -111,12 +111,9 @@ def run(node: str, sql: str, types: list[int], params: list[str | None], write: 
             xact.joined = True
             backend.join_transaction(_participant)
         _enter(client, xact, node)
-    if cache:
-        job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
-                         role=backend.current_role())
-    else:
-        job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
-                         role=backend.current_role(), cache=False)
+    extra = {} if cache else {"cache": False}  # the worker's default: keep the plan
+    job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
+                     role=backend.current_role(), **extra)
     return client.request(node, job, xact.key if xact is not None else None)
 
 
@@ -135,14 +132,18 @@ def _enter(client: mux.MuxClient, xact: _LocalTransaction, node: str) -> None:
     xact.depth[node] = depth
 
 
-def _control(xact: _LocalTransaction, nodes: list[str], op: str, **fields: Any) -> None:
-    """Run a control job on several nodes at once and wait for all; the first error is raised."""
+def _control(xact: _LocalTransaction, nodes: list[str], op: str, done: list[str] | None = None,
+             **fields: Any) -> None:
+    """Run a control job on several nodes at once and wait for all (and for the jobs still
+    pending); the nodes that succeeded go into ``done``, then the first error is raised."""
     client = mux.connect()
-    streams = [client.request(node, encode_job(op, **fields), xact.key) for node in nodes]
+    streams = [(node, client.request(node, encode_job(op, **fields), xact.key)) for node in nodes]
     first: RemoteError | None = None
-    for stream in [*xact.pending, *streams]:
+    for node, stream in [*((None, s) for s in xact.pending), *streams]:
         try:
             stream.wait()
+            if node is not None and done is not None:
+                done.append(node)
         except RemoteError as exc:
             first = first or exc
     xact.pending = []
@@ -163,24 +164,7 @@ def pre_commit() -> None:
         _control(xact, nodes, "commit", role=backend.current_role())
         return
     # two phases: a node that cannot prepare aborts everything (rollback() undoes the others)
-    client = mux.connect()
-    streams = [(node, client.request(node, encode_job("prepare", gid=gid(xact), role=backend.current_role()),
-                                      xact.key)) for node in nodes]
-    first: RemoteError | None = None
-    for stream in xact.pending:
-        try:
-            stream.wait()
-        except RemoteError as exc:
-            first = first or exc
-    xact.pending = []
-    for node, stream in streams:
-        try:
-            stream.wait()
-            xact.prepared.append(node)
-        except RemoteError as exc:
-            first = first or exc
-    if first is not None:
-        raise first
+    _control(xact, nodes, "prepare", done=xact.prepared, gid=gid(xact), role=backend.current_role())
 
 
 def gid(xact: _LocalTransaction) -> str:

@@ -122,9 +122,10 @@ def _rename(info: dict[str, Any], sql: str) -> Answer:
 
 
 def _grant(info: dict[str, Any], sql: str) -> Answer:
-    tables = [t for t in _tables(info) if t.kind == "hash"]
-    if not _tables(info):
+    found = _tables(info)
+    if not found:
         return False
+    tables = [t for t in found if t.kind == "hash"]
 
     def after() -> None:
         # a partition is read by its node's worker as the caller: it needs the parent's grants
