@@ -129,6 +129,13 @@ shoal_bgworkers_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = bg_shmem_startup;
 
+	/* the postmaster registers only what fits, silently: say why workers are missing */
+	if (shoal_workers + 2 > max_worker_processes)
+		ereport(WARNING,
+				(errmsg("shoal: max_worker_processes (%d) leaves no room for the multiplexer and "
+						"shoal.workers (%d) workers", max_worker_processes, shoal_workers),
+				 errhint("Set max_worker_processes to at least shoal.workers + 2, plus what "
+						 "parallel query and replication need (shoal up sets 32).")));
 	register_one("shoal multiplexer", "shoal multiplexer", -1);
 	for (int i = 0; i < shoal_workers; i++)
 	{

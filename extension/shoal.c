@@ -27,7 +27,10 @@ char	   *shoal_python_path = NULL;
 char	   *shoal_python_executable = NULL;
 char	   *shoal_node_name = NULL;
 int			shoal_mux_port = 0;
-int			shoal_workers = 4;
+int			shoal_workers = 8;
+int			shoal_deadlock_timeout = 2000;
+bool		shoal_two_phase_commit = true;
+char	   *shoal_crash_point = NULL;
 char	   *shoal_database = NULL;
 char	   *shoal_cluster_secret = NULL;
 int			shoal_metrics_port = 0;
@@ -245,12 +248,46 @@ _PG_init(void)
 
 	DefineCustomIntVariable("shoal.workers",
 							"Number of worker processes executing jobs for other nodes.",
-							NULL,
+							"A transaction that writes on this node from another holds one "
+							"until it ends: size it for the concurrent writers.",
 							&shoal_workers,
-							4, 0, 256,
+							8, 0, 256,
 							PGC_POSTMASTER,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("shoal.deadlock_timeout",
+							"How long a distributed transaction may wait for a lock or a worker.",
+							"Longer waits are taken for a deadlock across nodes (which no single "
+							"node can see): the waiting statement fails with SQLSTATE 40P01. "
+							"The multiplexer and its workers read it when they start.",
+							&shoal_deadlock_timeout,
+							2000, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("shoal.two_phase_commit",
+							 "Commit transactions that wrote on several nodes in two phases.",
+							 "Off commits each node in one phase, one after the other: faster, "
+							 "but a failure between two commits leaves the transaction half done. "
+							 "For measuring what atomic commit costs; leave it on.",
+							 &shoal_two_phase_commit,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("shoal.crash_point",
+							   "For tests: the step of a distributed commit at which the backend "
+							   "kills itself (after_prepare, after_local_commit), or stalls for "
+							   "3 s (stall_after_prepare...).",
+							   NULL,
+							   &shoal_crash_point,
+							   "",
+							   PGC_SUSET,
+							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("shoal.database",
 							   "The database the multiplexer and its workers connect to.",

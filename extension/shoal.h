@@ -31,6 +31,9 @@ extern char *shoal_python_executable;
 extern char *shoal_node_name;
 extern int	shoal_mux_port;
 extern int	shoal_workers;
+extern int	shoal_deadlock_timeout;
+extern bool shoal_two_phase_commit;
+extern char *shoal_crash_point;
 extern char *shoal_database;
 extern char *shoal_cluster_secret;
 extern int	shoal_metrics_port;
@@ -183,6 +186,7 @@ enum ShoalScanPrivate
 /* xact.c: transaction callbacks reach the handlers a transaction used */
 extern void shoal_xact_init(void);
 extern void shoal_xact_touch(PyObject *handler);
+extern void shoal_xact_guard_lock_waits(void);
 extern char *shoal_prepare_gid;
 
 /* sqlfunc.c: SQL functions written in Python; DDL seen by Python */

@@ -6,13 +6,26 @@
  * starts (begin), and hears of savepoints, pre-commit, commit, abort and
  * the two phases of PREPARE TRANSACTION.  Errors before the commit point
  * abort the transaction; errors after it can only be logged.
+ *
+ * Also the local half of shoal's deadlock policy: no node sees a wait cycle
+ * that crosses nodes, so a transaction with work on other nodes waits for a
+ * lock here at most shoal.deadlock_timeout, and the lock timeout it then
+ * gets is reported as the deadlock it probably is (SQLSTATE 40P01, which
+ * clients such as pgbench retry).
  *-------------------------------------------------------------------------
  */
 #include "shoal.h"
 
 #include "access/xact.h"
+#include "storage/proc.h"
+#include "utils/elog.h"
+#include "utils/guc.h"
 
 char	   *shoal_prepare_gid = NULL;
+
+/* this transaction's lock_timeout was set by shoal_xact_guard_lock_waits */
+static bool lock_waits_guarded = false;
+static emit_log_hook_type prev_emit_log_hook = NULL;
 
 /* Python list of the handlers this transaction used, or NULL. */
 static PyObject *participants = NULL;
@@ -110,6 +123,45 @@ gid_args(void)
 	return Py_BuildValue("(O)", Py_None);
 }
 
+/*
+ * The transaction has work on other nodes: bound its lock waits here by
+ * shoal.deadlock_timeout (for this transaction only, like SET LOCAL), unless
+ * the session's own lock_timeout is shorter.
+ */
+void
+shoal_xact_guard_lock_waits(void)
+{
+	char		value[32];
+
+	if (lock_waits_guarded || shoal_deadlock_timeout <= 0)
+		return;
+	lock_waits_guarded = true;
+	if (LockTimeout > 0 && LockTimeout <= shoal_deadlock_timeout)
+		return;
+	snprintf(value, sizeof(value), "%d", shoal_deadlock_timeout);
+	(void) set_config_option("lock_timeout", value, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+static void
+deadlock_report(ErrorData *edata)
+{
+	if (lock_waits_guarded && edata->elevel >= ERROR &&
+		edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE &&
+		edata->message_id != NULL &&
+		strcmp(edata->message_id, "canceling statement due to lock timeout") == 0)
+	{
+		edata->sqlerrcode = ERRCODE_T_R_DEADLOCK_DETECTED;
+		edata->message = psprintf("possible deadlock across nodes: a lock wait of a distributed "
+								  "transaction exceeded shoal.deadlock_timeout (%d ms)",
+								  shoal_deadlock_timeout);
+		edata->hint = pstrdup("No single node sees a wait cycle that crosses nodes, so shoal "
+							  "aborts a transaction that waits this long. Retry it.");
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
 static void
 xact_callback(XactEvent event, void *arg)
 {
@@ -120,6 +172,7 @@ xact_callback(XactEvent event, void *arg)
 		shoal_pgmodule_demote();
 		if (shoal_python_started())
 			shoal_handlers_release_retired();
+		lock_waits_guarded = false;
 	}
 	if (participants == NULL)
 		return;
@@ -179,4 +232,6 @@ shoal_xact_init(void)
 {
 	RegisterXactCallback(xact_callback, NULL);
 	RegisterSubXactCallback(subxact_callback, NULL);
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = deadlock_report;
 }

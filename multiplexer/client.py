@@ -112,12 +112,13 @@ class MuxClient:
         except OSError:
             self._lost()
 
-    def request(self, node: str, job: bytes, xact: str | None = None) -> Stream:
-        """Send a job to ``node``; its answer streams back into the returned Stream."""
+    def request(self, node: str, job: bytes, xact: str | None = None, control: bool = False) -> Stream:
+        """Send a job to ``node``; its answer streams back into the returned Stream.  ``control``:
+        a job that takes no locks (COMMIT PREPARED...), served ahead of the others."""
         req = self._req()
         stream = Stream(self, node, req)
         self.streams[req] = stream
-        self.send(Kind.QUERY, node, req, xact, job)
+        self.send(Kind.CONTROL if control else Kind.QUERY, node, req, xact, job)
         return stream
 
     def ping(self, node: str, payload: bytes = b"") -> None:

@@ -24,6 +24,7 @@ class MuxConfig:
     ipc_path: str
     secret: bytes | None  # the cluster's secret key, None: no peer channel
     listen_host: str = "127.0.0.1"  # the peers' port listens where PostgreSQL listens
+    deadlock_timeout_s: float = 2.0  # shoal.deadlock_timeout: how long a job may wait for a worker
 
 
 def ipc_path_for(socket_dir: str, data_dir: str, pg_port: int) -> str:
@@ -55,7 +56,17 @@ def load(setting) -> MuxConfig:
         ipc_path=ipc_path_for(socket_dir, setting("data_directory") or "", pg_port),
         secret=secret,
         listen_host=_listen_host(setting("listen_addresses") or "localhost"),
+        deadlock_timeout_s=_milliseconds(setting("shoal.deadlock_timeout"), 2000) / 1000,
     )
+
+
+def _milliseconds(value: str | None, default: int) -> int:
+    """A time setting as SHOW prints it ("2s", "500ms", "1min") in milliseconds."""
+    if not value:
+        return default
+    units = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+    number = value.rstrip("abcdefghijklmnopqrstuvwxyz")
+    return int(float(number) * units.get(value[len(number):].strip() or "ms", 1))
 
 
 def default_port(pg_port: int, offset: int) -> int:

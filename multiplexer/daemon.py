@@ -8,6 +8,12 @@ Whatever is pending for one destination leaves in one frame per loop turn.
 
 Failure handling lives here too: a peer that falls silent fails the requests waiting on it, a
 worker or a backend that dies has its work cancelled, a malformed frame is counted and dropped.
+
+The pool is fixed, and a transaction holds its worker until it ends, so the pool itself can be
+part of a wait cycle across nodes.  Two rules keep it from hanging: CONTROL jobs (COMMIT PREPARED
+and the like, which take no locks) go first and always find a worker, because one is kept for
+them; and a job that waits longer than shoal.deadlock_timeout for a worker fails as a possible
+deadlock (SQLSTATE 40P01), which aborts its transaction and frees what it held.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ POLL_MS = 100  # also how quickly a shutdown request is noticed
 REFRESH_NODES_S = 5.0
 LIVENESS_S = 1.0
 RECONNECT_S = 0.5
+RESOLVE_S = 10.0  # how often this node looks for prepared transactions left in doubt
+PURGE_EVERY = 6  # ... and, every so many times, forgets the decisions nobody needs any more
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
 
 JobKey = tuple[str, bytes, int]  # (origin node, client routing id, request)
@@ -78,6 +86,8 @@ class Multiplexer:
         self.workers: dict[bytes, Worker] = {}
         self.idle: deque[bytes] = deque()
         self.queue: deque[list] = deque()  # QUERY messages waiting for any worker
+        self.queued_at: dict[JobKey, float] = {}
+        self.control: deque[list] = deque()  # CONTROL messages: served first
         self.xact_worker: dict[str, bytes] = {}  # sticky transactions
         self.xact_queue: dict[str, deque[list]] = {}  # jobs waiting for their transaction's worker
         self.running: dict[JobKey, bytes] = {}  # job -> worker
@@ -92,6 +102,8 @@ class Multiplexer:
         self._next_refresh = 0.0
         self._next_liveness = 0.0
         self._next_heartbeat = 0.0
+        self._next_resolve = time.monotonic() + RESOLVE_S
+        self._resolves = 0
         self._open_sockets()
 
     # -- sockets ----------------------------------------------------------------------------------
@@ -289,7 +301,7 @@ class Multiplexer:
         if kind == Kind.STATS:
             self._to_client(client, [Kind.STATS, self.me, b"", req, None, self.snapshot().to_json()])
             return
-        if kind == Kind.QUERY and xact is not None:
+        if kind in (Kind.QUERY, Kind.CONTROL) and xact is not None:
             self.client_xacts.setdefault(client, set()).add((node, xact))
         if node == self.me or not node:
             if kind == Kind.PING:
@@ -300,17 +312,17 @@ class Multiplexer:
         channel = self._channel(node)
         now = time.monotonic()
         if channel is None or not channel.accepts_requests(now):
-            if kind in (Kind.QUERY, Kind.PING) and channel is None:
+            if kind in (Kind.QUERY, Kind.CONTROL, Kind.PING) and channel is None:
                 self._to_client(client, [Kind.ERROR, node, b"", req, None,
                                          _error("42704", f'node "{node}" is not in shoal.nodes',
                                                 "Add it with shoal.add_node().")])
-            elif kind in (Kind.QUERY, Kind.PING):
+            elif kind in (Kind.QUERY, Kind.CONTROL, Kind.PING):
                 self._to_client(client, [Kind.ERROR, node, b"", req, None,
                                          _error("08006", f'node "{node}" is unreachable',
                                                 "Check that the node runs and that its multiplexer "
                                                 "is reachable (shoal status).")])
             return
-        if kind in (Kind.QUERY, Kind.PING):
+        if kind in (Kind.QUERY, Kind.CONTROL, Kind.PING):
             self.outbound[(client, req)] = Outbound(node, now)
         elif kind == Kind.CANCEL:
             self.outbound.pop((client, req), None)
@@ -392,6 +404,12 @@ class Multiplexer:
                 self.xact_queue.setdefault(xact, deque()).append(msg)
             else:
                 self.queue.append(msg)
+                self.queued_at[key] = time.monotonic()
+        elif kind == Kind.CONTROL:
+            if xact is not None and xact in self.xact_worker:
+                self.xact_queue.setdefault(xact, deque()).append(msg)
+            else:
+                self.control.append(msg)
         elif kind in (Kind.ACK, Kind.CANCEL):
             ident = self.running.get(key)
             if ident is not None:
@@ -404,10 +422,11 @@ class Multiplexer:
                 self._drop_queued(key)
 
     def _drop_queued(self, key: JobKey) -> None:
-        for queue in (self.queue, *self.xact_queue.values()):
+        for queue in (self.queue, self.control, *self.xact_queue.values()):
             for msg in list(queue):
                 if (msg[1], msg[2], msg[3]) == key:
                     queue.remove(msg)
+                    self.queued_at.pop(key, None)
                     self._answer(key[0], key[1], [Kind.ERROR, key[0], key[1], key[2], None,
                                                   _error("57014", "canceling statement due to user request")])
 
@@ -425,18 +444,49 @@ class Multiplexer:
                 self._start(worker, waiting.popleft())
             if not waiting:
                 self.xact_queue.pop(xact, None)
-        while self.queue and self.idle:
-            ident = self.idle.popleft()
-            worker = self.workers.get(ident)
-            if worker is None or worker.job is not None or worker.xact is not None:
+        while self.control and self.idle:
+            worker = self._idle_worker()
+            if worker is not None:
+                self._start(worker, self.control.popleft())
+        # the last idle worker is kept for CONTROL jobs: they may be what the others wait for
+        reserve = 1 if len(self.workers) > 1 else 0
+        while self.queue and len(self.idle) > reserve:
+            worker = self._idle_worker()
+            if worker is None:
                 continue
+            ident = worker.ident
             msg = self.queue.popleft()
+            self.queued_at.pop((msg[1], msg[2], msg[3]), None)
             xact = msg[4]
             if xact is not None and xact in self.xact_worker:
                 self.idle.appendleft(ident)
                 self.xact_queue.setdefault(xact, deque()).append(msg)
                 continue
             self._start(worker, msg)
+
+    def _idle_worker(self) -> Worker | None:
+        """The next idle worker (None if the one at the head was not idle after all)."""
+        worker = self.workers.get(self.idle.popleft())
+        if worker is None or worker.job is not None or worker.xact is not None:
+            return None
+        return worker
+
+    def _expire_queued(self, now: float) -> None:
+        """Fail the jobs that waited too long for a worker: every worker is held by a transaction
+        that may itself wait for the job's transaction."""
+        limit = self.config.deadlock_timeout_s
+        while self.queue and limit > 0:
+            msg = self.queue[0]
+            key = (msg[1], msg[2], msg[3])
+            if now - self.queued_at.get(key, now) < limit:
+                break
+            self.queue.popleft()
+            self.queued_at.pop(key, None)
+            self._answer(msg[1], msg[2], [Kind.ERROR, msg[1], msg[2], msg[3], None, _error(
+                "40P01", f'possible deadlock across nodes: no shoal worker of node "{self.me}" '
+                f"became free within shoal.deadlock_timeout ({limit:g} s)",
+                "Every worker was held by an open transaction; the transaction was aborted so "
+                "that the others can go on. Retry it, or raise shoal.workers.")])
 
     def _start(self, worker: Worker, msg: list) -> None:
         key = (msg[1], msg[2], msg[3])
@@ -470,6 +520,18 @@ class Multiplexer:
         if now >= self._next_liveness:
             self._next_liveness = now + LIVENESS_S
             self._check_peers(now)
+            self._expire_queued(now)
+        if now >= self._next_resolve and self.me and self.workers:
+            self._next_resolve = now + RESOLVE_S
+            self._resolve_in_doubt()
+
+    def _resolve_in_doubt(self) -> None:
+        """Have a worker settle this node's prepared transactions whose coordinator has decided
+        (after a crash, or a lost COMMIT PREPARED); nobody waits for the answer."""
+        self._resolves += 1
+        self._serve([Kind.CONTROL, self.me, b"", -self._resolves, None,
+                     protocol.encode_job("resolve", min_age_s=RESOLVE_S,
+                                         purge=self._resolves % PURGE_EVERY == 0)])
 
     def _channel(self, node: str) -> Channel | None:
         channel = self.channels.get(node)
@@ -523,6 +585,12 @@ class Multiplexer:
                                                 "The statement was aborted; retry once the node is back.")])
         for key in [k for k in self.running if k[0] == channel.name]:
             self._cancel_running(key)
+        # blocks the peer's transactions hold here, between two of their statements: the peer's
+        # backends may be gone with it, and their locks must not outlive them
+        prefix = f"{channel.name}:"
+        for worker in self.workers.values():
+            if worker.job is None and worker.xact is not None and worker.xact.startswith(prefix):
+                worker.out.append([Kind.QUERY, self.me, b"", 0, worker.xact, protocol.encode_job("rollback")])
         self._drop_jobs_of(lambda msg: msg[1] == channel.name)
         channel.out.clear()
 
@@ -538,9 +606,10 @@ class Multiplexer:
             worker.out.append([Kind.QUERY, self.me, b"", 0, worker.xact, protocol.encode_job("rollback")])
 
     def _drop_jobs_of(self, match) -> None:
-        for queue in (self.queue, *self.xact_queue.values()):
+        for queue in (self.queue, self.control, *self.xact_queue.values()):
             for msg in [m for m in queue if match(m)]:
                 queue.remove(msg)
+                self.queued_at.pop((msg[1], msg[2], msg[3]), None)
 
     def _disconnected(self, conn: framing.Connection) -> None:
         """A backend or a worker closed its connection (it exited, or crashed)."""
@@ -615,7 +684,7 @@ class Multiplexer:
     def _undeliverable(self, channel: Channel, batch: list) -> None:
         """The peer is not connected: our backends' requests in the batch fail now."""
         for msg in batch:
-            if msg[0] in (Kind.QUERY, Kind.PING) and msg[1] == self.me:
+            if msg[0] in (Kind.QUERY, Kind.CONTROL, Kind.PING) and msg[1] == self.me:
                 self.outbound.pop((msg[2], msg[3]), None)
                 self._send_local(msg[2], [[Kind.ERROR, channel.name, b"", msg[3], None,
                                            _error("08006", f'node "{channel.name}" is unreachable',
@@ -636,7 +705,7 @@ class Multiplexer:
             node=self.me,
             peers={name: (c.state, c.stats) for name, c in self.channels.items()},
             jobs_in_flight=len(self.running),
-            jobs_queued=len(self.queue) + sum(len(q) for q in self.xact_queue.values()),
+            jobs_queued=len(self.queue) + len(self.control) + sum(len(q) for q in self.xact_queue.values()),
             workers_busy=sum(1 for w in self.workers.values() if w.job is not None),
             workers=len(self.workers),
             malformed=self.malformed,

@@ -33,6 +33,9 @@ class Kind(IntEnum):
     HELLO = 9  # worker -> its multiplexer: req is the worker's pid
     HEARTBEAT = 10  # multiplexer -> multiplexer, payload is the sender's node name
     STATS = 11  # backend -> its own multiplexer; the answer's payload is JSON text
+    CONTROL = 12  # like QUERY, for a job that takes no row locks (COMMIT PREPARED, resolving):
+    #               served first, and one worker is kept for it, so it never waits behind
+    #               transactions that wait for it
 
 
 KINDS = frozenset(int(k) for k in Kind)
@@ -87,7 +90,8 @@ def message(kind: Kind, node: str = "", client: bytes = b"", req: int = 0, xact:
 
 def encode_job(op: str, **fields: Any) -> bytes:
     """A job for a worker: ``op`` is execute, begin, commit, rollback, savepoint, release,
-    rollback_to, prepare, commit_prepared or rollback_prepared; the other fields are its arguments."""
+    rollback_to, prepare, commit_prepared, rollback_prepared or resolve; the other fields are its
+    arguments."""
     fields["op"] = op
     return msgpack.packb(fields, use_bin_type=True)
 
@@ -118,6 +122,20 @@ def encode_done(tag: str, rows: int) -> bytes:
 def decode_done(payload: bytes) -> tuple[str, int]:
     tag, rows = msgpack.unpackb(payload, raw=False)
     return tag, rows
+
+
+def encode_text_tuples(rows: list[tuple[str | None, ...]]) -> bytes:
+    """Binary tuple data of rows whose columns are all text (answers made by Python code)."""
+    out = bytearray()
+    for row in rows:
+        out += struct.pack("!h", len(row))
+        for value in row:
+            if value is None:
+                out += struct.pack("!i", -1)
+            else:
+                data = value.encode()
+                out += struct.pack("!i", len(data)) + data
+    return bytes(out)
 
 
 def decode_text_tuples(data: bytes) -> list[tuple[str | None, ...]]:

@@ -47,6 +47,9 @@ DEFAULT_PORT = 5440
 PRELOAD = "shoal"
 # Two-phase commit of distributed transactions needs prepared transactions.
 MAX_PREPARED_TRANSACTIONS = 64
+# the multiplexer and shoal.workers (8 by default) workers are background workers, on top of
+# PostgreSQL's own (parallel query, logical replication): 8, the default, is too few
+MAX_WORKER_PROCESSES = 32
 START_TIMEOUT_S = 120
 CHANNEL_TIMEOUT_S = 60
 CONNECT_TIMEOUT_S = 10
@@ -229,6 +232,7 @@ class Cluster:
             "unix_socket_directories": str(self.node_dir(node)),
             "shared_preload_libraries": PRELOAD,
             "max_prepared_transactions": MAX_PREPARED_TRANSACTIONS,
+            "max_worker_processes": MAX_WORKER_PROCESSES,
             "cluster_name": f"shoal-{node.name}",
             # pg_ctl -l sends the server's stderr to server.log; no collector needed for a dev cluster.
             "logging_collector": "off",

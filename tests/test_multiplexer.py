@@ -29,7 +29,7 @@ from shoal.pgbin import pg_bin
 PORT = 26401
 MUX_OFFSET = 1000
 METRICS_OFFSET = 2000
-WORKERS = 4  # shoal.workers' default
+WORKERS = 8  # shoal.workers' default
 
 SCHEMA_N2 = """
 CREATE TABLE items (id int PRIMARY KEY, i2 int2, i8 int8, n numeric(40,10), f4 float4, f8 float8,
