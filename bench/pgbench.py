@@ -75,11 +75,12 @@ def run(pgbench: Path, port: int, script: Path, clients: int, *, seconds: int | 
 
 def run_builtin(pgbench: Path, port: int, builtin: str, protocol: str, clients: int, seconds: int, *,
                 log_prefix: Path | None = None, max_tries: int = 1, host: str = "127.0.0.1",
-                user: str = "postgres", dbname: str = "postgres") -> PgbenchRun:
+                user: str = "postgres", dbname: str = "postgres", options: str | None = None) -> PgbenchRun:
     """pgbench -b `builtin` (select-only, tpcb-like...) -M `protocol` at `clients` clients (threads:
     min(clients, 2)) for `seconds`; with `log_prefix`, every transaction is logged (-l) there and the run
     carries latency percentiles from those logs.  `max_tries` > 1 retries serialization failures and
     deadlocks (pgbench 15), which the sharded systems' remote REPEATABLE READ transactions can meet.
+    `options` are server settings for the sessions ("-c name=value").
     Statements are cancelled after STATEMENT_TIMEOUT_S, and pgbench is killed (PgbenchHung) when it has not
     finished STATEMENT_TIMEOUT_S + 60 s after its end."""
     threads = min(clients, 2)
@@ -89,7 +90,8 @@ def run_builtin(pgbench: Path, port: int, builtin: str, protocol: str, clients: 
         for old in log_prefix.parent.glob(log_prefix.name + ".*"):
             old.unlink()
         argv += ["-l", f"--log-prefix={log_prefix}"]
-    argv.append(dbname)
+    # settings for the sessions (-c name=value ...) ride in the connection string
+    argv.append(f"dbname={dbname} options='{options}'" if options else dbname)
     result = _execute(argv, clients, threads, timeout=seconds + STATEMENT_TIMEOUT_S + 60)
     if log_prefix is not None:
         latencies = transaction_latencies_us(log_prefix)

@@ -33,6 +33,9 @@ TABLES = (("pgbench_accounts", "aid"), ("pgbench_branches", "bid"), ("pgbench_te
 # shoal): concurrent TPC-B updates of one branch row then fail with serialization errors, which pgbench 15
 # retries (and counts) instead of aborting the client.
 MAX_TRIES = 10
+# What atomic commit costs: shoal's TPC-B once more with two-phase commit off (each node then commits
+# in one phase, one after the other, as postgres_fdw does).
+VARIANTS = {("shoal", "tpcb-like"): [("shoal 2PC off", "-c shoal.two_phase_commit=off")]}
 
 
 @dataclass
@@ -78,21 +81,25 @@ def _check_call(argv: list[str]) -> None:
 
 
 def _one(system: System, workload: str, protocol: str, clients: int, seconds: int,
-         log_prefix: Path) -> dict[str, Any]:
+         log_prefix: Path, variant: tuple[str, str] | None = None) -> dict[str, Any]:
+    """One pgbench run; ``variant``: (name, session settings) of a variant of the system."""
     pgbench = pg_bin() / "pgbench"
     others = {n.name: n.conninfo for n in system.nodes[1:]}
-    entry: dict[str, Any] = {"system": system.name, "workload": workload, "protocol": protocol,
+    name, options = variant or (system.name, None)
+    entry: dict[str, Any] = {"system": name, "workload": workload, "protocol": protocol,
                              "clients": clients}
+    if options:
+        entry["options"] = options
     try:
         if others:
             with BackendSampler(others) as sampler:
                 run = pgb.run_builtin(pgbench, system.coordinator.port, workload, protocol, clients, seconds,
-                                      log_prefix=log_prefix, max_tries=MAX_TRIES)
+                                      log_prefix=log_prefix, max_tries=MAX_TRIES, options=options)
             entry["peer_backends"] = {node: summary(most) for node, most in sampler.most.items()}
             entry["peer_backend_types"] = sampler.most
         else:
             run = pgb.run_builtin(pgbench, system.coordinator.port, workload, protocol, clients, seconds,
-                                  log_prefix=log_prefix, max_tries=MAX_TRIES)
+                                  log_prefix=log_prefix, max_tries=MAX_TRIES, options=options)
         entry.update(vars(run))
     except pgb.PgbenchError as exc:
         entry["error"] = str(exc)
@@ -156,4 +163,10 @@ def run(systems: list[System], opts: Options, workdir: Path, progress: Progress)
                                                              f"(-M {protocol}, {clients} clients)")
                     runs.append(entry)
                     progress(describe_run(entry))
+                    if "error" in entry:
+                        continue
+                    for variant in VARIANTS.get((system.name, workload), []):
+                        entry = _one(system, workload, protocol, clients, opts.seconds, log_prefix, variant)
+                        runs.append(entry)
+                        progress(describe_run(entry))
     return {"options": vars(opts), "max_tries": MAX_TRIES, "load": loaded, "runs": runs}

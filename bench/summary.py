@@ -23,7 +23,8 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
-PAIRS = (("shoal", "postgres_fdw"), ("shoal", "postgresql"), ("postgres_fdw", "postgresql"))
+PAIRS = (("shoal", "postgres_fdw"), ("shoal", "postgresql"), ("postgres_fdw", "postgresql"),
+         ("shoal", "shoal 2PC off"))
 
 
 def _ratios(values: dict[str, float | None]) -> str:

@@ -21,6 +21,7 @@
 #include "storage/procsignal.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/wait_event.h"
 
 PyObject   *shoal_exc_query_canceled = NULL;
@@ -371,7 +372,14 @@ pg_query(PyObject *self, PyObject *args)
 	PG_TRY();
 	{
 		int			rc;
+		bool		pushed = false;
 
+		/* callers at pre-commit (shoal's commit record) run with no snapshot */
+		if (!ActiveSnapshotSet())
+		{
+			PushActiveSnapshot(GetTransactionSnapshot());
+			pushed = true;
+		}
 		SPI_connect();
 		rc = SPI_execute_with_args(sql, nparams, types, values, nulls, false, 0);
 		if (rc < 0)
@@ -403,6 +411,8 @@ pg_query(PyObject *self, PyObject *args)
 			}
 		}
 		SPI_finish();
+		if (pushed)
+			PopActiveSnapshot();
 	}
 	PG_CATCH();
 	{
@@ -435,6 +445,53 @@ static PyObject *
 pg_wrote_locally(PyObject *self, PyObject *unused)
 {
 	return PyBool_FromLong(IsTransactionState() && TransactionIdIsValid(GetTopTransactionIdIfAny()));
+}
+
+/* guard_lock_waits(): bound this transaction's lock waits by shoal.deadlock_timeout. */
+static PyObject *
+pg_guard_lock_waits(PyObject *self, PyObject *unused)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		shoal_xact_guard_lock_waits();
+	}
+	PG_CATCH();
+	{
+		shoal_pgmodule_catch(oldcxt);
+		return NULL;
+	}
+	PG_END_TRY();
+	Py_RETURN_NONE;
+}
+
+/* top_transaction_id(): this transaction's full id (assigned now if it has none). */
+static PyObject *
+pg_top_transaction_id(PyObject *self, PyObject *unused)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	FullTransactionId fxid;
+
+	PG_TRY();
+	{
+		fxid = GetTopFullTransactionId();
+	}
+	PG_CATCH();
+	{
+		shoal_pgmodule_catch(oldcxt);
+		return NULL;
+	}
+	PG_END_TRY();
+	return PyLong_FromUnsignedLongLong(U64FromFullTransactionId(fxid));
+}
+
+/* crash(): end this process at once, as a crash would (shoal.crash_point, tests only). */
+static PyObject *
+pg_crash(PyObject *self, PyObject *unused)
+{
+	abort();
+	Py_RETURN_NONE;
 }
 
 /* in_worker(): True in shoal's multiplexer and workers, which run other nodes' work. */
@@ -475,6 +532,11 @@ pg_join_transaction(PyObject *self, PyObject *obj)
 static PyMethodDef pg_methods[] = {
 	{"wrote_locally", pg_wrote_locally, METH_NOARGS,
 	"True if the transaction has written here (it has a transaction id)."},
+	{"guard_lock_waits", pg_guard_lock_waits, METH_NOARGS,
+	"Bound this transaction's lock waits here by shoal.deadlock_timeout."},
+	{"top_transaction_id", pg_top_transaction_id, METH_NOARGS,
+	"This transaction's full transaction id (assigned now if it has none)."},
+	{"crash", pg_crash, METH_NOARGS, "End the process at once, as a crash would (tests only)."},
 	{"in_worker", pg_in_worker, METH_NOARGS,
 	"True in shoal's multiplexer and workers."},
 	{"join_transaction", pg_join_transaction, METH_O,

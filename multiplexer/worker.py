@@ -19,6 +19,7 @@ from typing import Any
 from shoal.multiplexer import config as mux_config
 from shoal.multiplexer import framing, protocol
 from shoal.multiplexer.protocol import Kind
+from shoal.transactions import indoubt
 
 log = logging.getLogger("shoal.worker")
 
@@ -65,7 +66,7 @@ class JobRunner:
 
     def handle(self, msg: list) -> None:
         kind = msg[0]
-        if kind == Kind.QUERY:
+        if kind in (Kind.QUERY, Kind.CONTROL):
             self.execute(msg)
         # ACK or CANCEL of a job that has already ended: nothing to do
 
@@ -79,7 +80,7 @@ class JobRunner:
             tag, rows = self._run(job)
             reply = [Kind.DONE, protocol.encode_done(tag, rows)]
         except self.pg.JobError as exc:
-            reply = [Kind.ERROR, protocol.encode_error(exc.sqlstate, exc.message, exc.detail, exc.hint)]
+            reply = [Kind.ERROR, _job_error(exc, self.pg)]
         except Cancelled:
             reply = [Kind.ERROR, protocol.encode_error("57014", "canceling statement due to user request")]
         except FailedBlock:
@@ -129,7 +130,31 @@ class JobRunner:
         if op in ("commit_prepared", "rollback_prepared"):
             getattr(pg, op)(job["gid"])
             return op.upper(), 0
+        if op == "decision":
+            return indoubt.local_decision(pg, job["gid"], int(job["full_xid"])), 0
+        if op in ("in_doubt", "resolve"):
+            if job.get("purge"):
+                indoubt.purge_decisions(pg)
+            return self._in_doubt(op == "resolve", float(job.get("min_age_s", 0)))
+        if op == "prepared":
+            rows = indoubt.prepared_by(pg, job["coordinator"])
+            if rows:
+                self.sink(protocol.encode_text_tuples(rows))
+            return "PREPARED", len(rows)
         raise ValueError(f"unknown job operation {op!r}")
+
+    def _in_doubt(self, settle: bool, min_age_s: float) -> tuple[str, int]:
+        """This node's prepared transactions left in doubt (settled if asked), as text rows."""
+        node = self.pg.setting("shoal.node_name") or ""
+        entries = indoubt.survey(self.pg, settle, min_age_s)
+        for entry in entries:
+            if settle and entry.action != "left":
+                log.warning("settled in-doubt transaction %s: %s (coordinator's decision: %s)",
+                            entry.gid, entry.action, entry.decision)
+        rows = indoubt.rows(entries, node)
+        if rows:
+            self.sink(protocol.encode_text_tuples(rows))
+        return "IN DOUBT", len(rows)
 
     # -- streaming results ------------------------------------------------------------------------
 
@@ -170,7 +195,7 @@ class JobRunner:
         for msg in messages:
             kind, origin, client, req = msg[0], msg[1], msg[2], msg[3]
             if (origin, client, req) != self.job:
-                if kind == Kind.QUERY:
+                if kind in (Kind.QUERY, Kind.CONTROL):
                     self.backlog.append(msg)
                 continue
             if kind == Kind.ACK and isinstance(msg[5], int):
@@ -188,6 +213,27 @@ class JobRunner:
         self._send(messages)
 
 
+def _job_error(exc: Any, pg: Any) -> bytes:
+    """A failed job's error for the node that asked.  A lock wait that outlived the worker's
+    lock_timeout (shoal.deadlock_timeout) is reported as the deadlock across nodes it probably is."""
+    if exc.sqlstate == "55P03" and "lock timeout" in exc.message:
+        return protocol.encode_error(
+            "40P01", "possible deadlock across nodes: a lock wait on node "
+            f'"{pg.setting("shoal.node_name")}" exceeded shoal.deadlock_timeout '
+            f'({pg.setting("shoal.deadlock_timeout")})',
+            exc.detail, "No single node sees a wait cycle that crosses nodes, so shoal aborts a "
+            "transaction that waits this long. Retry it.")
+    return protocol.encode_error(exc.sqlstate, exc.message, exc.detail, exc.hint)
+
+
+def _bound_lock_waits(pg: Any) -> None:
+    """Lock waits of remote work end after shoal.deadlock_timeout (see _job_error)."""
+    timeout = pg.setting("shoal.deadlock_timeout") or "0"
+    if timeout not in ("0", "0ms"):
+        pg.execute("SELECT pg_catalog.set_config('lock_timeout', $1, false)", [25], [timeout],
+                   False, None, lambda chunk: None)
+
+
 def main(index: int = 0) -> None:
     """The background worker's entry point (called by the extension)."""
     import _shoal_pg
@@ -196,6 +242,10 @@ def main(index: int = 0) -> None:
     config = mux_config.load(_shoal_pg.setting)
     sock = _connect(config.ipc_path, _shoal_pg)
     runner = JobRunner(sock, _shoal_pg)
+    try:
+        _bound_lock_waits(_shoal_pg)
+    except _shoal_pg.JobError as exc:  # the database may not be ready: waits stay unbounded
+        log.warning("cannot bound lock waits: %s", exc.message)
     runner._send([protocol.message(Kind.HELLO)])
     try:
         runner.run()

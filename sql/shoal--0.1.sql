@@ -172,3 +172,45 @@ $$;
 
 CREATE FUNCTION _sync_privileges(relation regclass) RETURNS void
     AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C STRICT VOLATILE;
+
+-- ---------------------------------------------------------------------------------------------
+-- Distributed transactions left in doubt by a crash (shoal.transactions.indoubt).  Prepared parts
+-- are named shoal:<coordinator>:<transaction id there>:<nonce>.  The coordinator's transaction
+-- records its gid here before it commits, so the row exists if and only if it committed: that is
+-- the decision.  Each node's multiplexer settles its own every few seconds; these are for operators.
+
+CREATE TABLE decided (
+    gid        text PRIMARY KEY,
+    decided_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('decided', '');
+
+-- Only for the caller's own transaction: its id is part of the gid.
+CREATE FUNCTION _record_decision(gid text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    IF split_part(gid, ':', 3) <> pg_current_xact_id()::text THEN
+        RAISE EXCEPTION 'shoal: % is not the gid of this transaction', gid;
+    END IF;
+    INSERT INTO shoal.decided (gid) VALUES (gid);
+END
+$$;
+
+CREATE FUNCTION _in_doubt_json(settle boolean) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C STRICT VOLATILE;
+
+CREATE VIEW in_doubt AS
+    SELECT * FROM jsonb_to_recordset(shoal._in_doubt_json(false)) AS d(
+        node text, gid text, coordinator text, prepared_at timestamptz, decision text, action text);
+
+-- Settle now, on every node, what the coordinators have decided; what stays (the coordinator is
+-- unreachable or still deciding) is listed with action 'left'.
+CREATE FUNCTION resolve_in_doubt() RETURNS TABLE (node text, gid text, coordinator text,
+                                                  prepared_at timestamptz, decision text, action text)
+    LANGUAGE sql VOLATILE AS $$
+    SELECT * FROM jsonb_to_recordset(shoal._in_doubt_json(true)) AS d(
+        node text, gid text, coordinator text, prepared_at timestamptz, decision text, action text)
+$$;
+
+REVOKE ALL ON FUNCTION _in_doubt_json(boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION resolve_in_doubt() FROM PUBLIC;

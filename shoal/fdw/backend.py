@@ -74,3 +74,20 @@ def join_transaction(participant: Any) -> None:
 def wrote_locally() -> bool:
     """Has the local transaction written anything here (does it have a transaction id)?"""
     return _require().wrote_locally()
+
+
+def guard_lock_waits() -> None:
+    """The transaction has work on other nodes: its lock waits here end after
+    shoal.deadlock_timeout, reported as a possible deadlock (40P01)."""
+    _require().guard_lock_waits()
+
+
+def top_transaction_id() -> int:
+    """The local transaction's full transaction id, assigned now if it has none: the durable
+    record of a distributed commit's decision is this id's commit."""
+    return _require().top_transaction_id()
+
+
+def crash() -> None:
+    """End this backend as a crash would (``shoal.crash_point``: tests of recovery only)."""
+    _require().crash()

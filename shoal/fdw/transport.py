@@ -7,13 +7,18 @@ Savepoints follow the local ones; the blocks roll back with the local abort.
 
 At the local commit, a transaction that wrote on one other node only (and not locally) commits it
 in one phase, before the local commit.  Otherwise every node it wrote on is prepared (two-phase
-commit, ``PREPARE TRANSACTION 'shoal:<coordinator>:<id>'``) before the local commit and committed
-after it, so that the nodes commit all or none.  (Resolving prepared transactions left in doubt by
-a crash, and one snapshot across nodes, are the distributed-transaction layer's job.)
+commit, ``PREPARE TRANSACTION 'shoal:<coordinator>:<xid>:<nonce>'``) before the local commit and
+committed after it, so that the nodes commit all or none.  The local transaction records the gid
+before it commits: that row is the decision, which a node left with a prepared part by a crash asks
+the coordinator for (shoal.transactions.indoubt).
+
+Once the transaction has work on another node, its lock waits here are bounded by
+shoal.deadlock_timeout (as are the workers'): no node alone sees a wait cycle across nodes.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +29,7 @@ from shoal.fdw.convert import to_text
 from shoal.multiplexer import client as mux
 from shoal.multiplexer.client import RemoteError, Stream
 from shoal.multiplexer.protocol import encode_job
+from shoal.transactions import indoubt
 
 
 @dataclass
@@ -33,6 +39,7 @@ class _LocalTransaction:
     depth: dict[str, int] = field(default_factory=dict)  # node -> remote nesting (1: block open)
     pending: list[Stream] = field(default_factory=list)  # control jobs sent, not yet confirmed
     prepared: list[str] = field(default_factory=list)  # nodes holding the prepared transaction
+    gid: str = ""  # the prepared transaction's name, once there is one
     joined: bool = False  # hears of the local transaction's end (backend.join_transaction)
 
     @property
@@ -46,6 +53,7 @@ class _LocalTransaction:
 
 
 _current: _LocalTransaction | None = None
+STALL_S = 3.0
 
 
 def _transaction() -> _LocalTransaction:
@@ -110,6 +118,7 @@ def run(node: str, sql: str, types: list[int], params: list[str | None], write: 
         if not xact.joined:
             xact.joined = True
             backend.join_transaction(_participant)
+            backend.guard_lock_waits()
         _enter(client, xact, node)
     extra = {} if cache else {"cache": False}  # the worker's default: keep the plan
     job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
@@ -159,17 +168,31 @@ def pre_commit() -> None:
         _current = None
         return
     nodes = list(xact.depth)
-    if len(nodes) == 1 and not backend.wrote_locally():
+    one_phase = len(nodes) == 1 and not backend.wrote_locally()
+    if one_phase or backend.setting("shoal.two_phase_commit") == "off":
         _current = None
-        _control(xact, nodes, "commit", role=backend.current_role())
+        for node in nodes:  # one by one: a failure leaves the others as they are
+            _control(xact, [node], "commit", role=backend.current_role())
         return
-    # two phases: a node that cannot prepare aborts everything (rollback() undoes the others)
-    _control(xact, nodes, "prepare", done=xact.prepared, gid=gid(xact), role=backend.current_role())
+    # two phases: a node that cannot prepare aborts everything (rollback() undoes the others);
+    # the name carries the local transaction id, whose commit is the decision
+    me = backend.setting("shoal.node_name") or "node"
+    xact.gid = indoubt.gid(me, backend.top_transaction_id())
+    indoubt.record_decision(xact.gid)
+    _control(xact, nodes, "prepare", done=xact.prepared, gid=xact.gid, role=backend.current_role())
+    _crash_point("after_prepare")
 
 
-def gid(xact: _LocalTransaction) -> str:
-    """The prepared transaction's name on the other nodes: shoal, the coordinator, the id."""
-    return f"shoal:{xact.key}"
+def _crash_point(step: str) -> None:
+    """Tests of recovery make the coordinator die at a chosen step (shoal.crash_point), or stall
+    there for a few seconds (``stall_<step>``) while they kill another node."""
+    point = backend.setting("shoal.crash_point")
+    if point == step:
+        backend.crash()
+    elif point == f"stall_{step}":
+        deadline = time.monotonic() + STALL_S
+        while time.monotonic() < deadline:
+            backend.wait(timeout=deadline - time.monotonic())
 
 
 def finish(committed: bool) -> None:
@@ -179,14 +202,18 @@ def finish(committed: bool) -> None:
     xact, _current = _current, None
     if xact is None or not xact.prepared:
         return
+    if committed:
+        _crash_point("after_local_commit")
     client = mux.connect()
     op = "commit_prepared" if committed else "rollback_prepared"
-    streams = [(node, client.request(node, encode_job(op, gid=gid(xact)), None)) for node in xact.prepared]
+    streams = [(node, client.request(node, encode_job(op, gid=xact.gid), None, control=True))
+               for node in xact.prepared]
     for node, stream in streams:
         try:
             stream.wait()
         except (RemoteError, TimeoutError) as exc:
-            backend.log("warning", f"shoal: {op} of {gid(xact)} on node {node} failed: {exc}")
+            backend.log("warning", f"shoal: {op} of {xact.gid} on node {node} failed: {exc} "
+                        "(the node settles it itself; see shoal.in_doubt)")
 
 
 def rollback() -> None:

@@ -6,6 +6,8 @@ values (relations as OIDs, JSON as text).
 
 from __future__ import annotations
 
+import json
+
 from shoal.sharding import distribute, everywhere, replicate
 
 
@@ -28,3 +30,9 @@ def _ship_changes(relation: int, op: str, new_rows: str | None, old_rows: str | 
 def _sync_privileges(relation: int) -> None:
     with everywhere.internal():
         distribute.sync_privileges(relation)
+
+
+def _in_doubt_json(settle: bool) -> str:
+    from shoal.transactions import indoubt
+
+    return json.dumps(indoubt.across_cluster(bool(settle)))

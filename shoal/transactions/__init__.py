@@ -1,0 +1,1 @@
+"""Distributed transactions beyond one commit: settling what a crash left in doubt."""
