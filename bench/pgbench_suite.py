@@ -33,9 +33,13 @@ TABLES = (("pgbench_accounts", "aid"), ("pgbench_branches", "bid"), ("pgbench_te
 # shoal): concurrent TPC-B updates of one branch row then fail with serialization errors, which pgbench 15
 # retries (and counts) instead of aborting the client.
 MAX_TRIES = 10
-# What atomic commit costs: shoal's TPC-B once more with two-phase commit off (each node then commits
-# in one phase, one after the other, as postgres_fdw does).
-VARIANTS = {("shoal", "tpcb-like"): [("shoal 2PC off", "-c shoal.two_phase_commit=off")]}
+# What the guarantees cost: shoal's TPC-B again without the commit gates of consistent snapshots,
+# and again without two-phase commit either (each node then commits in one phase, one after the
+# other, as with postgres_fdw).
+VARIANTS = {("shoal", "tpcb-like"): [
+    ("shoal (no cut)", "-c shoal.consistent_snapshots=off"),
+    ("shoal (1PC)", "-c shoal.consistent_snapshots=off -c shoal.two_phase_commit=off"),
+]}
 
 
 @dataclass

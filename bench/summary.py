@@ -24,7 +24,7 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 PAIRS = (("shoal", "postgres_fdw"), ("shoal", "postgresql"), ("postgres_fdw", "postgresql"),
-         ("shoal", "shoal 2PC off"))
+         ("shoal", "shoal (no cut)"), ("shoal (no cut)", "shoal (1PC)"))
 
 
 def _ratios(values: dict[str, float | None]) -> str:

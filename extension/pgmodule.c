@@ -486,6 +486,83 @@ pg_top_transaction_id(PyObject *self, PyObject *unused)
 	return PyLong_FromUnsignedLongLong(U64FromFullTransactionId(fxid));
 }
 
+/*
+ * gate(write, wait, session) -> bool: take this node's commit gate (see
+ * snapshot.c); without wait, False if it is taken in the other mode.
+ */
+static PyObject *
+pg_gate(PyObject *self, PyObject *args)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	int			write,
+				wait,
+				session;
+	bool		got = false;
+
+	if (!PyArg_ParseTuple(args, "ppp", &write, &wait, &session))
+		return NULL;
+	PG_TRY();
+	{
+		got = shoal_gate_acquire(write, wait, session);
+	}
+	PG_CATCH();
+	{
+		shoal_pgmodule_catch(oldcxt);
+		return NULL;
+	}
+	PG_END_TRY();
+	return PyBool_FromLong(got);
+}
+
+/* gate_release(write, session) */
+static PyObject *
+pg_gate_release(PyObject *self, PyObject *args)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	int			write,
+				session;
+
+	if (!PyArg_ParseTuple(args, "pp", &write, &session))
+		return NULL;
+	PG_TRY();
+	{
+		shoal_gate_release(write, session);
+	}
+	PG_CATCH();
+	{
+		shoal_pgmodule_catch(oldcxt);
+		return NULL;
+	}
+	PG_END_TRY();
+	Py_RETURN_NONE;
+}
+
+/* refresh_snapshot(): the running statement's snapshot becomes current (snapshot.c). */
+static PyObject *
+pg_refresh_snapshot(PyObject *self, PyObject *unused)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		shoal_refresh_snapshot();
+	}
+	PG_CATCH();
+	{
+		shoal_pgmodule_catch(oldcxt);
+		return NULL;
+	}
+	PG_END_TRY();
+	Py_RETURN_NONE;
+}
+
+/* current_cut(): the cut the scan starting now reads in (0: none). */
+static PyObject *
+pg_current_cut(PyObject *self, PyObject *unused)
+{
+	return PyLong_FromLong(shoal_current_cut);
+}
+
 /* crash(): end this process at once, as a crash would (shoal.crash_point, tests only). */
 static PyObject *
 pg_crash(PyObject *self, PyObject *unused)
@@ -537,6 +614,12 @@ static PyMethodDef pg_methods[] = {
 	{"top_transaction_id", pg_top_transaction_id, METH_NOARGS,
 	"This transaction's full transaction id (assigned now if it has none)."},
 	{"crash", pg_crash, METH_NOARGS, "End the process at once, as a crash would (tests only)."},
+	{"gate", pg_gate, METH_VARARGS,
+	"gate(write, wait, session) -> bool: take this node's commit gate."},
+	{"gate_release", pg_gate_release, METH_VARARGS, "gate_release(write, session)"},
+	{"refresh_snapshot", pg_refresh_snapshot, METH_NOARGS,
+	"The running statement's snapshot (and a REPEATABLE READ transaction's) becomes current."},
+	{"current_cut", pg_current_cut, METH_NOARGS, "The cut the scan starting now reads in (0: none)."},
 	{"in_worker", pg_in_worker, METH_NOARGS,
 	"True in shoal's multiplexer and workers."},
 	{"join_transaction", pg_join_transaction, METH_O,

@@ -6,6 +6,10 @@
  * parameters are known then, so that an Append over many foreign
  * partitions sends all its requests before reading any answer.  Iterate
  * reads Python rows or binary tuple data; binary chunks are decoded in C.
+ *
+ * While snapshot.c decides whether a statement needs one cut across nodes,
+ * scans are deferred: their requests leave once the cut (if any) is taken,
+ * and every request of a scan, rescans included, runs in that cut.
  *-------------------------------------------------------------------------
  */
 #include "shoal.h"
@@ -34,6 +38,7 @@ typedef struct ShoalScanState
 	ShoalBinaryReader reader;
 	MemoryContext tuple_cxt;	/* the current tuple's values */
 	bool		started;
+	int			cut;			/* snapshot.c's cut the scan reads in, 0: none */
 	bool		released;
 	MemoryContextCallback cleanup;
 } ShoalScanState;
@@ -159,7 +164,16 @@ start_scan(ForeignScanState *node, ShoalScanState *state)
 
 	args = Py_BuildValue("(NO)", quals, state->columns);
 	kwargs = scan_kwargs(state);
-	result = shoal_call_method_kw(state->handler, "execute", args, kwargs);
+	shoal_current_cut = state->cut;
+	PG_TRY();
+	{
+		result = shoal_call_method_kw(state->handler, "execute", args, kwargs);
+	}
+	PG_FINALLY();
+	{
+		shoal_current_cut = 0;
+	}
+	PG_END_TRY();
 	state->iterator = PyObject_GetIter(result);
 	Py_DECREF(result);
 	if (state->iterator == NULL)
@@ -203,8 +217,29 @@ shoalBeginForeignScan(ForeignScanState *node, int eflags)
 	if (eflags & EXEC_FLAG_EXPLAIN_ONLY)
 		return;
 	shoal_xact_touch(state->handler);
+	if (shoal_defer_scan(node, plan->fs_server))
+		return;
 	/* send the request now, unless it needs values an outer nested loop has not produced yet */
 	if (!exec_param_walker((Node *) plan->fdw_exprs, NULL))
+		start_scan(node, state);
+}
+
+/* The handler of a scan (for snapshot.c). */
+PyObject *
+shoal_scan_handler(ForeignScanState *node)
+{
+	return ((ShoalScanState *) node->fdw_state)->handler;
+}
+
+/* Start a deferred scan, reading in cut (0: none). */
+void
+shoal_scan_start_deferred(ForeignScanState *node, int cut)
+{
+	ShoalScanState *state = node->fdw_state;
+	ForeignScan *plan = (ForeignScan *) node->ss.ps.plan;
+
+	state->cut = cut;
+	if (!state->started && !exec_param_walker((Node *) plan->fdw_exprs, NULL))
 		start_scan(node, state);
 }
 

@@ -41,8 +41,8 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 static planner_hook_type prev_planner = NULL;
 
 /* Has the partitioned table relid a foreign table among its partitions? */
-static bool
-has_foreign_partitions(Oid relid)
+bool
+shoal_has_foreign_partitions(Oid relid)
 {
 	ListCell   *lc;
 
@@ -71,7 +71,7 @@ distributed_copy_to(PlannedStmt *pstmt)
 		return NULL;
 	relid = RangeVarGetRelid(copy->relation, AccessShareLock, true);
 	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE ||
-		!has_foreign_partitions(relid))
+		!shoal_has_foreign_partitions(relid))
 		return NULL;
 
 	select = makeNode(SelectStmt);
@@ -122,7 +122,7 @@ shoal_planner(Query *parse, const char *query_string, int cursorOptions, ParamLi
 	{
 		RangeTblEntry *rte = rt_fetch(parse->resultRelation, parse->rtable);
 
-		if (rte->relkind == RELKIND_PARTITIONED_TABLE && has_foreign_partitions(rte->relid))
+		if (rte->relkind == RELKIND_PARTITIONED_TABLE && shoal_has_foreign_partitions(rte->relid))
 		{
 			parse->onConflict = copyObject(parse->onConflict);
 			parse->onConflict->arbiterElems = NIL;
@@ -278,6 +278,16 @@ _PG_init(void)
 							 0,
 							 NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("shoal.consistent_snapshots",
+							 "Reads that span nodes see one cut of the cluster.",
+							 "Distributed commits and multi-node reads then take a gate on each "
+							 "node; off measures what that costs.",
+							 &shoal_consistent_snapshots,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
 	DefineCustomStringVariable("shoal.crash_point",
 							   "For tests: the step of a distributed commit at which the backend "
 							   "kills itself (after_prepare, after_local_commit), or stalls for "
@@ -339,6 +349,7 @@ _PG_init(void)
 	shoal_bgworkers_init();
 	shoal_handlers_init();
 	shoal_xact_init();
+	shoal_snapshot_init();
 
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = shoal_process_utility;

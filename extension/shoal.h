@@ -19,6 +19,7 @@
 #include "access/tupdesc.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
+#include "nodes/execnodes.h"
 #include "nodes/pathnodes.h"
 #include "nodes/plannodes.h"
 #include "nodes/primnodes.h"
@@ -182,6 +183,18 @@ enum ShoalScanPrivate
 	SHOAL_PRIVATE_LIMIT,		/* Integer, -1 for none */
 	SHOAL_PRIVATE_EXACT			/* Integer: handler enforces the quals */
 };
+
+/* scan.c / snapshot.c: one cut across nodes for a statement's scans */
+extern int	shoal_current_cut;
+extern bool shoal_consistent_snapshots;
+extern PyObject *shoal_scan_handler(ForeignScanState *node);
+extern void shoal_scan_start_deferred(ForeignScanState *node, int cut);
+extern bool shoal_defer_scan(ForeignScanState *node, Oid server);
+extern void shoal_snapshot_init(void);
+extern bool shoal_has_foreign_partitions(Oid relid);
+extern bool shoal_gate_acquire(bool write, bool wait, bool session);
+extern void shoal_gate_release(bool write, bool session);
+extern void shoal_refresh_snapshot(void);
 
 /* xact.c: transaction callbacks reach the handlers a transaction used */
 extern void shoal_xact_init(void);

@@ -78,6 +78,10 @@ class Stream:
             self.client.send(Kind.CANCEL, self.node, self.req, None, b"")
         self._close()
 
+    def forget(self) -> None:
+        """Nobody will wait for the answer (it is dropped when it comes); the request goes on."""
+        self._close()
+
     def _close(self) -> None:
         if not self.closed:
             self.closed = True

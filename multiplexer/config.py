@@ -56,11 +56,11 @@ def load(setting) -> MuxConfig:
         ipc_path=ipc_path_for(socket_dir, setting("data_directory") or "", pg_port),
         secret=secret,
         listen_host=_listen_host(setting("listen_addresses") or "localhost"),
-        deadlock_timeout_s=_milliseconds(setting("shoal.deadlock_timeout"), 2000) / 1000,
+        deadlock_timeout_s=milliseconds(setting("shoal.deadlock_timeout"), 2000) / 1000,
     )
 
 
-def _milliseconds(value: str | None, default: int) -> int:
+def milliseconds(value: str | None, default: int) -> int:
     """A time setting as SHOW prints it ("2s", "500ms", "1min") in milliseconds."""
     if not value:
         return default

@@ -47,6 +47,7 @@ REFRESH_NODES_S = 5.0
 LIVENESS_S = 1.0
 RECONNECT_S = 0.5
 RESOLVE_S = 10.0  # how often this node looks for prepared transactions left in doubt
+CLIENT_BLOCKS_KEPT = 32
 PURGE_EVERY = 6  # ... and, every so many times, forgets the decisions nobody needs any more
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
 
@@ -92,7 +93,9 @@ class Multiplexer:
         self.xact_queue: dict[str, deque[list]] = {}  # jobs waiting for their transaction's worker
         self.running: dict[JobKey, bytes] = {}  # job -> worker
         self.outbound: dict[tuple[bytes, int], Outbound] = {}
-        self.client_xacts: dict[bytes, set[tuple[str, str]]] = {}  # client -> {(node, xact)}
+        # client -> its latest blocks {(node, xact): None}, rolled back if the client dies; a backend
+        # has few open at a time, so older ones (long ended) are forgotten
+        self.client_xacts: dict[bytes, dict[tuple[str, str], None]] = {}
         self.client_out: dict[bytes, list] = {}
         self.conns: dict[int, framing.Connection] = {}  # local connections by file descriptor
         self.links: dict[int, PeerLink] = {}  # peer connections, proved or still in their handshake
@@ -302,7 +305,11 @@ class Multiplexer:
             self._to_client(client, [Kind.STATS, self.me, b"", req, None, self.snapshot().to_json()])
             return
         if kind in (Kind.QUERY, Kind.CONTROL) and xact is not None:
-            self.client_xacts.setdefault(client, set()).add((node, xact))
+            blocks = self.client_xacts.setdefault(client, {})
+            if (node, xact) not in blocks:
+                blocks[(node, xact)] = None
+                if len(blocks) > CLIENT_BLOCKS_KEPT:
+                    del blocks[next(iter(blocks))]
         if node == self.me or not node:
             if kind == Kind.PING:
                 self._to_client(client, [Kind.PONG, self.me, b"", req, None, payload])

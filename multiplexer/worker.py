@@ -49,6 +49,7 @@ class JobRunner:
         self.job: tuple[str, bytes, int] | None = None
         self.credit = 0
         self.tail: bytes | None = None  # a last, short chunk: it leaves with DONE, in one frame
+        self.gate: bool | None = None  # this node's commit gate, held for a transaction: write mode?
 
     def run(self) -> None:
         while True:
@@ -98,7 +99,8 @@ class JobRunner:
             reply = [Kind.ERROR, protocol.encode_error("XX000", f"shoal worker: {type(exc).__name__}: {exc}")]
         finally:
             self.job = None
-        held = xact if self.pg.in_block() else None
+        # a transaction keeps its worker while it has a block, or the node's gate, here
+        held = xact if self.pg.in_block() or self.gate is not None else None
         self._reply(reply[0], origin, client, req, held, reply[1])
 
     def _run(self, job: dict) -> tuple[str, int]:
@@ -114,21 +116,40 @@ class JobRunner:
             pg.begin(job.get("isolation", "read committed"), job.get("read_only", False))
             return "BEGIN", 0
         if op == "commit":
+            self._release_gate()
             if not pg.commit(job.get("role")):
                 raise FailedBlock()
             return "COMMIT", 0
         if op == "rollback":
-            pg.rollback()
+            try:
+                pg.rollback()
+            finally:
+                self._release_gate()
             return "ROLLBACK", 0
+        if op == "cut":
+            return self._cut(job)
+        if op == "release_gate":
+            self._release_gate()
+            return "RELEASED", 0
         if op in ("savepoint", "release", "rollback_to"):
             getattr(pg, op)(job["name"])
             return op.upper(), 0
         if op == "prepare":
-            if not pg.prepare(job["gid"], job.get("role")):
-                raise FailedBlock()
+            if job.get("gate"):  # before the decision, until the commit here (see snapshots)
+                pg.gate(True, True, True)
+                self.gate = True
+            try:
+                if not pg.prepare(job["gid"], job.get("role")):
+                    raise FailedBlock()
+            except BaseException:
+                self._release_gate()
+                raise
             return "PREPARE TRANSACTION", 0
         if op in ("commit_prepared", "rollback_prepared"):
-            getattr(pg, op)(job["gid"])
+            try:
+                getattr(pg, op)(job["gid"])
+            finally:
+                self._release_gate()
             return op.upper(), 0
         if op == "decision":
             return indoubt.local_decision(pg, job["gid"], int(job["full_xid"])), 0
@@ -142,6 +163,28 @@ class JobRunner:
                 self.sink(protocol.encode_text_tuples(rows))
             return "PREPARED", len(rows)
         raise ValueError(f"unknown job operation {op!r}")
+
+    def _cut(self, job: dict) -> tuple[str, int]:
+        """Open a block whose snapshot is taken under this node's gate (read mode), and keep the
+        gate until release_gate; BUSY (and no block) if a distributed commit holds it."""
+        pg = self.pg
+        pg.begin(job.get("isolation", "repeatable read"), job.get("read_only", False))
+        if not pg.gate(False, False, True):
+            pg.rollback()
+            return "BUSY", 0
+        self.gate = False
+        try:
+            pg.execute("SELECT 1", [], [], False, None, _discard)  # the block's snapshot, now
+        except BaseException:
+            self._release_gate()
+            pg.rollback()
+            raise
+        return "CUT", 0
+
+    def _release_gate(self) -> None:
+        if self.gate is not None:
+            write, self.gate = self.gate, None
+            self.pg.gate_release(write, True)
 
     def _in_doubt(self, settle: bool, min_age_s: float) -> tuple[str, int]:
         """This node's prepared transactions left in doubt (settled if asked), as text rows."""
@@ -211,6 +254,10 @@ class JobRunner:
         self.tail = None
         messages.append([kind, origin, client, req, xact, payload])
         self._send(messages)
+
+
+def _discard(chunk: bytes) -> None:
+    pass
 
 
 def _job_error(exc: Any, pg: Any) -> bytes:

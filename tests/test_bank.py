@@ -6,9 +6,8 @@ destroyed: after the run, and after a node is killed and restarted in the middle
 is intact, nothing stays prepared, and every transfer a client saw commit is there (each transfer
 also writes its own row, so acknowledged ones can be checked one by one).
 
-What readers see *during* the run is the consistent-snapshot part of the transactions issue: until
-shoal takes one cut across nodes, a statement can see a transfer on one node and not yet on
-another, so that check is an expected failure (strict: it must start passing when cuts land).
+Readers check the cuts (shoal.transactions.snapshots): every single-statement total, and every
+total summed account group by account group inside one REPEATABLE READ transaction, is the same.
 Ports 26800-26899 belong to this file.
 """
 
@@ -212,8 +211,6 @@ def test_a_node_killed_mid_run_loses_nothing(cluster: Cluster, nodes: list[Node]
     check_books(run)
 
 
-@pytest.mark.xfail(strict=True, reason="one cut across nodes (CSN snapshots) is not built yet: a "
-                   "statement may see a transfer on one node and not yet on another")
 def test_every_read_sees_the_same_total(cluster: Cluster, nodes: list[Node]) -> None:
     run = Run(nodes, seconds=8)
     run.run()

@@ -91,3 +91,23 @@ def top_transaction_id() -> int:
 def crash() -> None:
     """End this backend as a crash would (``shoal.crash_point``: tests of recovery only)."""
     _require().crash()
+
+
+def gate(write: bool, wait: bool, session: bool) -> bool:
+    """Take this node's commit gate (shoal.transactions.snapshots); without ``wait``, False when
+    it is held in the other mode.  ``session``: kept across transactions until released."""
+    return _require().gate(write, wait, session)
+
+
+def gate_release(write: bool, session: bool) -> None:
+    _require().gate_release(write, session)
+
+
+def refresh_snapshot() -> None:
+    """The running statement's snapshot (and a REPEATABLE READ transaction's) becomes current."""
+    _require().refresh_snapshot()
+
+
+def current_cut() -> int:
+    """The cut the scan starting now reads in (0: none)."""
+    return _require().current_cut()

@@ -14,6 +14,11 @@ the coordinator for (shoal.transactions.indoubt).
 
 Once the transaction has work on another node, its lock waits here are bounded by
 shoal.deadlock_timeout (as are the workers'): no node alone sees a wait cycle across nodes.
+
+With shoal.consistent_snapshots, a two-phase commit also holds every node's gate in write mode from
+before the decision until its commit there (shoal.transactions.snapshots): the worker that prepared
+keeps it, and the second phase goes to that worker.  A statement's reads that belong to a cut go
+to the cut's block on each node.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from shoal.fdw.convert import to_text
 from shoal.multiplexer import client as mux
 from shoal.multiplexer.client import RemoteError, Stream
 from shoal.multiplexer.protocol import encode_job
-from shoal.transactions import indoubt
+from shoal.transactions import indoubt, snapshots
 
 
 @dataclass
@@ -39,6 +44,7 @@ class _LocalTransaction:
     depth: dict[str, int] = field(default_factory=dict)  # node -> remote nesting (1: block open)
     pending: list[Stream] = field(default_factory=list)  # control jobs sent, not yet confirmed
     prepared: list[str] = field(default_factory=list)  # nodes holding the prepared transaction
+    written: set[str] = field(default_factory=set)  # nodes written on (the others only read)
     gid: str = ""  # the prepared transaction's name, once there is one
     joined: bool = False  # hears of the local transaction's end (backend.join_transaction)
 
@@ -114,6 +120,14 @@ def run(node: str, sql: str, types: list[int], params: list[str | None], write: 
     the worker keeps the statement's plan for the next time (not worth it for DDL)."""
     client = mux.connect()
     xact = _transaction() if write or (_current is not None and node in _current.depth) else None
+    if xact is None and (cut := backend.current_cut()):
+        key = snapshots.block(cut, node)
+        if key is not None:  # the statement reads one cut: in its block on that node
+            job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
+                             role=backend.current_role())
+            return client.request(node, job, key)
+    if write:
+        _transaction().written.add(node)
     if xact is not None:
         if not xact.joined:
             xact.joined = True
@@ -124,6 +138,28 @@ def run(node: str, sql: str, types: list[int], params: list[str | None], write: 
     job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
                      role=backend.current_role(), **extra)
     return client.request(node, job, xact.key if xact is not None else None)
+
+
+def current() -> _LocalTransaction | None:
+    """The local transaction's remote part, if it has one."""
+    return _current
+
+
+def transaction_key() -> str:
+    """The local transaction's name on other nodes (made now if it has none)."""
+    return _transaction().key
+
+
+def adopt_blocks(nodes: list[str]) -> None:
+    """Blocks opened on ``nodes`` under the transaction's key (a REPEATABLE READ transaction's
+    cut) are its own from now on: its reads and writes there go to them, and they end with it."""
+    xact = _transaction()
+    if not xact.joined:
+        xact.joined = True
+        backend.join_transaction(_participant)
+        backend.guard_lock_waits()
+    for node in nodes:
+        xact.depth.setdefault(node, 1)
 
 
 def _enter(client: mux.MuxClient, xact: _LocalTransaction, node: str) -> None:
@@ -167,7 +203,15 @@ def pre_commit() -> None:
     if xact is None or not xact.depth:
         _current = None
         return
-    nodes = list(xact.depth)
+    nodes = [node for node in xact.depth if node in xact.written]
+    read_only = [node for node in xact.depth if node not in xact.written]
+    if read_only:  # blocks that only read (a REPEATABLE READ cut): nothing to commit there
+        _control(xact, read_only, "rollback")
+        for node in read_only:
+            del xact.depth[node]
+    if not nodes:
+        _current = None
+        return
     one_phase = len(nodes) == 1 and not backend.wrote_locally()
     if one_phase or backend.setting("shoal.two_phase_commit") == "off":
         _current = None
@@ -179,7 +223,11 @@ def pre_commit() -> None:
     me = backend.setting("shoal.node_name") or "node"
     xact.gid = indoubt.gid(me, backend.top_transaction_id())
     indoubt.record_decision(xact.gid)
-    _control(xact, nodes, "prepare", done=xact.prepared, gid=xact.gid, role=backend.current_role())
+    gate = backend.setting("shoal.consistent_snapshots") != "off"
+    _control(xact, nodes, "prepare", done=xact.prepared, gid=xact.gid, role=backend.current_role(),
+             gate=gate)
+    if gate:  # held until the local commit is visible (a transaction lock)
+        backend.gate(True, True, False)
     _crash_point("after_prepare")
 
 
@@ -206,7 +254,8 @@ def finish(committed: bool) -> None:
         _crash_point("after_local_commit")
     client = mux.connect()
     op = "commit_prepared" if committed else "rollback_prepared"
-    streams = [(node, client.request(node, encode_job(op, gid=xact.gid), None, control=True))
+    # to the worker that prepared, which holds the node's gate until then
+    streams = [(node, client.request(node, encode_job(op, gid=xact.gid), xact.key, control=True))
                for node in xact.prepared]
     for node, stream in streams:
         try:

@@ -1,0 +1,466 @@
+/*-------------------------------------------------------------------------
+ * snapshot.c
+ *		One cut across nodes: the C half of shoal's consistent snapshots.
+ *
+ * PostgreSQL has no commit sequence numbers, so shoal keeps reads and
+ * distributed commits apart with a gate on every node: a lock that a
+ * distributed transaction holds in "write" mode on each node it commits on,
+ * from before its decision until its commit there, and that a reader holds
+ * in "read" mode on every node it reads, all at once, while it takes its
+ * snapshots there.  No transaction can then be committed on one of those
+ * snapshots and not on another (shoal.transactions.snapshots has the whole
+ * argument).  Writers may wait for the gate while holding others; readers
+ * never do (they try, and start over), so gates cannot deadlock.
+ *
+ * The reader's snapshot here is the statement's own, taken by PostgreSQL
+ * before any hook runs: once the gate is held, it is refreshed in place.
+ * To know which nodes a SELECT reads, its foreign scans are deferred while
+ * the executor starts (so that initial pruning has happened); the cut is
+ * taken if two nodes or more are read, and then the scans start.
+ *-------------------------------------------------------------------------
+ */
+#include "shoal.h"
+
+#include "access/xact.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
+#include "catalog/partition.h"
+#include "optimizer/planner.h"
+#include "tcop/pquery.h"
+#include "tcop/utility.h"
+#include "utils/snapmgr.h"
+
+int			shoal_current_cut = 0;
+bool		shoal_consistent_snapshots = true;
+
+static ExecutorStart_hook_type prev_executor_start = NULL;
+static ExecutorRun_hook_type prev_executor_run = NULL;
+static ExecutorEnd_hook_type prev_executor_end = NULL;
+static ProcessUtility_hook_type prev_process_utility = NULL;
+static planner_hook_type prev_planner = NULL;
+
+/*
+ * Statements run by other statements (functions, DO, planning-time calls)
+ * are nested: only a client's own statements take cuts, since a nested one
+ * shares its caller's snapshot.
+ */
+static int	nesting = 0;
+
+/* scans deferred while the executor of a candidate statement starts */
+static bool deferring = false;
+static List *deferred = NIL;	/* ForeignScanState */
+static List *deferred_servers = NIL;	/* their servers' OIDs, distinct */
+
+/* statements holding a cut: QueryDesc and cut id, in pairs */
+static List *cut_queries = NIL;
+static List *cut_ids = NIL;
+
+/* the transaction whose REPEATABLE READ snapshot was taken as a cut (or declined) */
+static LocalTransactionId rr_decided_lxid = InvalidLocalTransactionId;
+
+/* ---------------------------------------------------------------------
+ * The gate
+ * ---------------------------------------------------------------------
+ */
+static void
+gate_tag(LOCKTAG *tag)
+{
+	/* an advisory tag with a field4 that pg_advisory_lock never uses */
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, 0x73686f61, 0x67617465, 7);
+}
+
+bool
+shoal_gate_acquire(bool write, bool wait, bool session)
+{
+	LOCKTAG		tag;
+
+	gate_tag(&tag);
+	return LockAcquire(&tag, write ? RowExclusiveLock : ShareLock, session, !wait) !=
+		LOCKACQUIRE_NOT_AVAIL;
+}
+
+void
+shoal_gate_release(bool write, bool session)
+{
+	LOCKTAG		tag;
+
+	gate_tag(&tag);
+	LockRelease(&tag, write ? RowExclusiveLock : ShareLock, session);
+}
+
+/* ---------------------------------------------------------------------
+ * Refreshing the statement's snapshot in place
+ * ---------------------------------------------------------------------
+ */
+static void
+copy_snapshot_into(Snapshot dst, Snapshot src)
+{
+	TransactionId *xip;
+	TransactionId *subxip;
+
+	if (dst == src)
+		return;
+	/* a copied snapshot's arrays are exactly as long as they were: new ones, for the transaction */
+	xip = MemoryContextAlloc(TopTransactionContext, sizeof(TransactionId) * Max(src->xcnt, 1));
+	subxip = MemoryContextAlloc(TopTransactionContext, sizeof(TransactionId) * Max(src->subxcnt, 1));
+	memcpy(xip, src->xip, sizeof(TransactionId) * src->xcnt);
+	memcpy(subxip, src->subxip, sizeof(TransactionId) * src->subxcnt);
+	dst->xmin = src->xmin;
+	dst->xmax = src->xmax;
+	dst->xip = xip;
+	dst->xcnt = src->xcnt;
+	dst->subxip = subxip;
+	dst->subxcnt = src->subxcnt;
+	dst->suboverflowed = src->suboverflowed;
+	dst->takenDuringRecovery = src->takenDuringRecovery;
+	dst->whenTaken = src->whenTaken;
+	dst->lsn = src->lsn;
+	dst->snapXactCompletionCount = 0;
+}
+
+/*
+ * Make the running statement's snapshot (and, in REPEATABLE READ, the
+ * transaction's) current.  Called while the read gate is held, before the
+ * statement has read anything.
+ */
+void
+shoal_refresh_snapshot(void)
+{
+	Snapshot	active;
+
+	if (!ActiveSnapshotSet())
+		elog(ERROR, "shoal: no statement snapshot to refresh");
+	active = GetActiveSnapshot();
+	if (IsolationUsesXactSnapshot())
+	{
+		Snapshot	transaction = GetTransactionSnapshot();
+
+		GetSnapshotData(transaction);
+		copy_snapshot_into(active, transaction);
+	}
+	else
+		copy_snapshot_into(active, GetLatestSnapshot());
+}
+
+/* ---------------------------------------------------------------------
+ * Deferring scans, and taking the cut
+ * ---------------------------------------------------------------------
+ */
+bool
+shoal_defer_scan(ForeignScanState *node, Oid server)
+{
+	if (!deferring)
+		return false;
+	deferred = lappend(deferred, node);
+	deferred_servers = list_append_unique_oid(deferred_servers, server);
+	return true;
+}
+
+/* Does ps read a table of this node? */
+static bool
+is_local_scan(PlanState *ps)
+{
+	switch (nodeTag(ps))
+	{
+		case T_SeqScanState:
+		case T_SampleScanState:
+		case T_IndexScanState:
+		case T_IndexOnlyScanState:
+		case T_BitmapHeapScanState:
+		case T_TidScanState:
+		case T_TidRangeScanState:
+			return true;
+		default:
+			return false;
+	}
+}
+
+static bool
+reads_locally_walker(PlanState *ps, void *context)
+{
+	if (ps == NULL)
+		return false;
+	if (is_local_scan(ps))
+		return true;
+	return planstate_tree_walker(ps, reads_locally_walker, context);
+}
+
+/* Does the plan read a local partition of a distributed table? */
+static bool
+reads_shoal_partition_walker(PlanState *ps, void *context)
+{
+	if (ps == NULL)
+		return false;
+	if (is_local_scan(ps))
+	{
+		Relation	rel = ((ScanState *) ps)->ss_currentRelation;
+
+		if (rel != NULL && rel->rd_rel->relispartition &&
+			shoal_has_foreign_partitions(get_partition_parent(RelationGetRelid(rel), false)))
+			return true;
+	}
+	return planstate_tree_walker(ps, reads_shoal_partition_walker, context);
+}
+
+static bool
+is_top_level_select(QueryDesc *qd, int eflags)
+{
+	return qd->operation == CMD_SELECT &&
+		qd->plannedstmt->rowMarks == NIL &&
+		!(eflags & EXEC_FLAG_EXPLAIN_ONLY) &&
+		qd->snapshot != NULL && ActiveSnapshotSet() && qd->snapshot == GetActiveSnapshot() &&
+		!IsolationIsSerializable();
+}
+
+/* Is this the statement that took the REPEATABLE READ transaction's snapshot? */
+static bool
+first_of_repeatable_read(void)
+{
+	if (!IsolationUsesXactSnapshot())
+		return false;
+	if (rr_decided_lxid == MyProc->lxid)
+		return false;
+	rr_decided_lxid = MyProc->lxid;
+	return true;
+}
+
+/* Ask shoal.transactions.snapshots for a cut; returns its id, 0 for none. */
+static int
+take_cut(List *scans, bool reads_locally, bool whole_transaction)
+{
+	PyObject   *handlers = PyList_New(0);
+	PyObject   *take;
+	PyObject   *result;
+	ListCell   *lc;
+	long		cut;
+
+	if (handlers == NULL)
+		shoal_python_raise("taking a snapshot");
+	foreach(lc, scans)
+	{
+		if (PyList_Append(handlers, shoal_scan_handler(lfirst(lc))) < 0)
+		{
+			Py_DECREF(handlers);
+			shoal_python_raise("taking a snapshot");
+		}
+	}
+	take = shoal_import_attr("shoal.transactions.snapshots", "take");
+	result = shoal_call_method(take, "__call__",
+							   Py_BuildValue("(NOO)", handlers,
+											 reads_locally ? Py_True : Py_False,
+											 whole_transaction ? Py_True : Py_False));
+	Py_DECREF(take);
+	cut = PyLong_AsLong(result);
+	Py_DECREF(result);
+	if (cut == -1 && PyErr_Occurred())
+		shoal_python_raise("taking a snapshot");
+	return (int) cut;
+}
+
+static void
+shoal_executor_start(QueryDesc *qd, int eflags)
+{
+	List	   *volatile scans = NIL;
+	List	   *volatile servers = NIL;
+	bool		reads_locally;
+	bool		whole_transaction;
+	int			cut = 0;
+	ListCell   *lc;
+
+	bool		first_rr;
+
+	/* workers run other nodes' statements, inside the snapshots those nodes chose */
+	first_rr = nesting == 0 && !deferring && !shoal_in_bgworker && first_of_repeatable_read();
+	if (!shoal_consistent_snapshots || nesting > 0 || deferring || shoal_in_bgworker ||
+		!is_top_level_select(qd, eflags) || (!shoal_python_started() && !first_rr))
+	{
+		if (prev_executor_start)
+			prev_executor_start(qd, eflags);
+		else
+			standard_ExecutorStart(qd, eflags);
+		return;
+	}
+	deferring = true;
+	deferred = NIL;
+	deferred_servers = NIL;
+	PG_TRY();
+	{
+		if (prev_executor_start)
+			prev_executor_start(qd, eflags);
+		else
+			standard_ExecutorStart(qd, eflags);
+	}
+	PG_FINALLY();
+	{
+		deferring = false;
+		scans = deferred;
+		servers = deferred_servers;
+		deferred = NIL;
+		deferred_servers = NIL;
+	}
+	PG_END_TRY();
+
+	reads_locally = reads_locally_walker(qd->planstate, NULL);
+	whole_transaction = first_rr &&
+		(scans != NIL || reads_shoal_partition_walker(qd->planstate, NULL));
+	if (whole_transaction)
+		shoal_python_ensure();
+	/* a REPEATABLE READ transaction keeps the snapshot of its first statement, cut or not */
+	if (whole_transaction ||
+		(!IsolationUsesXactSnapshot() && list_length(servers) + (reads_locally ? 1 : 0) >= 2))
+	{
+		nesting++;				/* the catalog reads of taking it are not the client's */
+		PG_TRY();
+		{
+			cut = take_cut(scans, reads_locally, whole_transaction);
+		}
+		PG_FINALLY();
+		{
+			nesting--;
+		}
+		PG_END_TRY();
+	}
+	if (cut != 0 && !whole_transaction)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+		cut_queries = lappend(cut_queries, qd);
+		cut_ids = lappend_int(cut_ids, cut);
+		MemoryContextSwitchTo(old);
+	}
+	foreach(lc, scans)
+		shoal_scan_start_deferred(lfirst(lc), cut);
+}
+
+static void
+end_cut(int cut)
+{
+	PyObject   *end = shoal_import_attr("shoal.transactions.snapshots", "end");
+	PyObject   *result = shoal_call_method(end, "__call__", Py_BuildValue("(i)", cut));
+
+	Py_DECREF(end);
+	Py_DECREF(result);
+}
+
+static void
+shoal_executor_end(QueryDesc *qd)
+{
+	int			i = 0;
+	ListCell   *lc;
+
+	foreach(lc, cut_queries)
+	{
+		if (lfirst(lc) == qd)
+		{
+			int			cut = list_nth_int(cut_ids, i);
+
+			cut_queries = list_delete_nth_cell(cut_queries, i);
+			cut_ids = list_delete_nth_cell(cut_ids, i);
+			end_cut(cut);
+			break;
+		}
+		i++;
+	}
+	if (prev_executor_end)
+		prev_executor_end(qd);
+	else
+		standard_ExecutorEnd(qd);
+}
+
+static void
+shoal_executor_run(QueryDesc *qd, ScanDirection direction, uint64 count, bool execute_once)
+{
+	nesting++;
+	PG_TRY();
+	{
+		if (prev_executor_run)
+			prev_executor_run(qd, direction, count, execute_once);
+		else
+			standard_ExecutorRun(qd, direction, count, execute_once);
+	}
+	PG_FINALLY();
+	{
+		nesting--;
+	}
+	PG_END_TRY();
+}
+
+static void
+nested_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+			   ProcessUtilityContext context, ParamListInfo params, QueryEnvironment *queryEnv,
+			   DestReceiver *dest, QueryCompletion *qc)
+{
+	/* a utility statement that took the transaction's snapshot was its first statement */
+	if (nesting == 0 && PlannedStmtRequiresSnapshot(pstmt))
+		(void) first_of_repeatable_read();
+	nesting++;
+	PG_TRY();
+	{
+		if (prev_process_utility)
+			prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv,
+								 dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv,
+									dest, qc);
+	}
+	PG_FINALLY();
+	{
+		nesting--;
+	}
+	PG_END_TRY();
+}
+
+static PlannedStmt *
+nested_planner(Query *parse, const char *query_string, int cursorOptions, ParamListInfo boundParams)
+{
+	PlannedStmt *result;
+
+	nesting++;
+	PG_TRY();
+	{
+		if (prev_planner)
+			result = prev_planner(parse, query_string, cursorOptions, boundParams);
+		else
+			result = standard_planner(parse, query_string, cursorOptions, boundParams);
+	}
+	PG_FINALLY();
+	{
+		nesting--;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* Statements that ended with an error leave their cuts to the transaction's end (Python). */
+static void
+snapshot_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		cut_queries = NIL;		/* TopTransactionContext goes away */
+		cut_ids = NIL;
+		deferring = false;
+	}
+}
+
+void
+shoal_snapshot_init(void)
+{
+	prev_executor_start = ExecutorStart_hook;
+	ExecutorStart_hook = shoal_executor_start;
+	prev_executor_run = ExecutorRun_hook;
+	ExecutorRun_hook = shoal_executor_run;
+	prev_executor_end = ExecutorEnd_hook;
+	ExecutorEnd_hook = shoal_executor_end;
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = nested_utility;
+	prev_planner = planner_hook;
+	planner_hook = nested_planner;
+	RegisterXactCallback(snapshot_xact_callback, NULL);
+}

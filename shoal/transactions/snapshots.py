@@ -1,0 +1,205 @@
+"""One cut across nodes: reads that span nodes never see part of a distributed transaction.
+
+PostgreSQL has no commit sequence numbers, and each node's snapshot is its own.  shoal keeps reads
+and distributed commits apart with a *gate* on every node (extension/snapshot.c), a lock with two
+modes that exclude each other:
+
+- a distributed transaction holds it in *write* mode on every node it commits on, from before its
+  decision (the coordinator's local commit) until its commit on that node;
+- a reader holds it in *read* mode on every node it reads, all at the same time, while it takes its
+  snapshots there.
+
+Why that is enough: at the instant the reader holds every gate, no distributed transaction T is
+between its decision and its commit on any of those nodes.  T either had decided earlier, and then
+committed on each node before giving that node's gate up (so each snapshot, taken under the gate,
+comes after T's commit there), or decides later (so its commits come after every snapshot).  Either
+way the reader sees all of T or none of it.
+
+Writers may wait for a gate while holding others; readers never do: they *try* every gate and,
+if one is held, give all of theirs back and start over.  So the gates cannot deadlock.
+
+What takes a cut (extension/snapshot.c decides, this module takes it):
+
+- a top-level SELECT in READ COMMITTED that reads two nodes or more (after pruning): its snapshot
+  here is refreshed under the gate, and on each other node one transaction block holds the
+  snapshot for the statement's remote reads (read-only, REPEATABLE READ, ended with the statement);
+- the first statement of a REPEATABLE READ transaction that reads shoal tables: the cut then spans
+  every node, and its blocks become the transaction's own, so every later statement, on any node,
+  reads the same cut (and its writes go into those blocks).
+
+Not covered, and documented: reads inside a transaction that has already written on other nodes
+(they read in that transaction's blocks), SERIALIZABLE, statements below the top level (functions),
+and a REPEATABLE READ transaction whose first statement does not read shoal tables.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from shoal.fdw import backend, transport
+from shoal.multiplexer import client as mux
+from shoal.multiplexer.client import RemoteError, Stream
+from shoal.multiplexer.protocol import encode_job
+
+GATE_PATIENCE = 5  # times shoal.deadlock_timeout
+FIRST_BACKOFF_S = 0.0005
+MAX_BACKOFF_S = 0.02
+
+
+@dataclass
+class Cut:
+    blocks: dict[str, str]  # node -> the transaction block holding the snapshot there
+
+
+_cuts: dict[int, Cut] = {}
+_next_id = 0
+_joined = False  # the transaction ends the cuts left over by failed statements
+
+
+def take(handlers: list[Any], reads_locally: bool, whole_transaction: bool) -> int:
+    """Take one cut for the statement starting now (see the module docstring); returns the id
+    its scans read in, 0 when it needs none."""
+    me = backend.setting("shoal.node_name") or ""
+    xact = transport.current()
+    if xact is not None and xact.written:
+        return 0  # a writer reads in its own blocks
+    if whole_transaction:
+        nodes = sorted(row[0] for row in backend.query("SELECT name FROM shoal.node") if row[0] != me)
+        reads_locally = True  # the transaction's snapshot here is part of the cut
+    else:
+        nodes = sorted({h.node for h in handlers if isinstance(getattr(h, "node", None), str)} - {me})
+        if len(nodes) + (1 if reads_locally else 0) < 2:
+            return 0
+    if not nodes:
+        return 0
+    if whole_transaction:
+        key = transport.transaction_key()
+        blocks = {node: key for node in nodes}
+    else:
+        blocks = {node: f"{me}:{uuid.uuid4().hex}" for node in nodes}
+    _take(blocks, reads_locally, read_only=not whole_transaction)
+    if whole_transaction:
+        transport.adopt_blocks(nodes)
+        return 0  # the scans find the transaction's blocks by themselves
+    global _next_id, _joined
+    _next_id += 1
+    _cuts[_next_id] = Cut(blocks)
+    if not _joined:
+        _joined = True
+        backend.join_transaction(_Leftovers())
+    return _next_id
+
+
+def block(cut: int, node: str) -> str | None:
+    """The block on ``node`` that the scans of ``cut`` read in."""
+    entry = _cuts.get(cut)
+    return entry.blocks.get(node) if entry is not None else None
+
+
+def end(cut: int) -> None:
+    """The statement of ``cut`` ended: its blocks go (nobody waits for that)."""
+    entry = _cuts.pop(cut, None)
+    if entry is not None:
+        _end_blocks(entry.blocks)
+
+
+def _end_blocks(blocks: dict[str, str]) -> None:
+    client = mux.connect()
+    for node, key in blocks.items():
+        client.request(node, encode_job("rollback"), key).forget()
+
+
+def _take(blocks: dict[str, str], local: bool, read_only: bool) -> None:
+    """Hold every gate at once, taking the snapshots meanwhile; start over while one is busy."""
+    deadline = time.monotonic() + _timeout_s()
+    delay = FIRST_BACKOFF_S
+    while not _try(blocks, local, read_only):
+        if time.monotonic() > deadline:
+            raise RemoteError(
+                "40001", "could not take a consistent snapshot across nodes: distributed commits "
+                f"kept a node's gate busy for {_timeout_s():g} s (5 x shoal.deadlock_timeout)",
+                hint="Retry the statement.")
+        backend.wait(timeout=delay)
+        delay = min(delay * 2, MAX_BACKOFF_S)
+
+
+def _try(blocks: dict[str, str], local: bool, read_only: bool) -> bool:
+    client = mux.connect()
+    job = encode_job("cut", isolation="repeatable read", read_only=read_only)
+    streams: dict[str, Stream] = {node: client.request(node, job, key) for node, key in blocks.items()}
+    held: list[str] = []
+    busy = False
+    error: RemoteError | None = None
+    for node, stream in streams.items():
+        try:
+            if stream.wait()[0] == "CUT":
+                held.append(node)
+            else:
+                busy = True
+        except RemoteError as exc:
+            error = error or exc
+    if not busy and error is None and (not local or backend.gate(False, False, False)):
+        if local:  # every gate is held at this instant: the cut
+            backend.refresh_snapshot()
+            backend.gate_release(False, False)
+        for node in held:
+            client.request(node, encode_job("release_gate"), blocks[node], control=True).forget()
+        return True
+    for node in held:  # give everything back, and start over
+        client.request(node, encode_job("rollback"), blocks[node]).forget()
+    if error is not None:
+        raise error
+    return False
+
+
+def _timeout_s() -> float:
+    """How long a reader tries: a gate is busy for a commit's second phase (milliseconds), or
+    until a lost coordinator's participants give it up (a few seconds)."""
+    from shoal.multiplexer.config import milliseconds
+
+    return GATE_PATIENCE * (milliseconds(backend.setting("shoal.deadlock_timeout"), 2000) / 1000 or 2.0)
+
+
+class _Leftovers:
+    """Hears of the transaction's end: the cuts of statements that failed end with it."""
+
+    def begin(self, serializable: bool) -> None:
+        pass
+
+    def pre_commit(self) -> None:
+        pass
+
+    def commit(self) -> None:
+        self._end()
+
+    def rollback(self) -> None:
+        self._end()
+
+    def prepare(self, gid: str | None) -> None:
+        self._end()
+
+    def pre_prepare(self, gid: str | None) -> None:
+        pass
+
+    def sub_begin(self, level: int) -> None:
+        pass
+
+    def sub_commit(self, level: int) -> None:
+        pass
+
+    def sub_rollback(self, level: int) -> None:
+        pass
+
+    def _end(self) -> None:
+        global _joined
+        _joined = False
+        leftovers = list(_cuts.values())
+        _cuts.clear()
+        for entry in leftovers:
+            try:
+                _end_blocks(entry.blocks)
+            except RemoteError:
+                pass  # the node's multiplexer ends blocks of backends that go away

@@ -1,0 +1,142 @@
+"""One cut across nodes (shoal.transactions.snapshots), made deterministic on a 3-node cluster.
+
+A distributed transaction is held between its decision and its second phase (``shoal.crash_point =
+stall_after_local_commit``): its coordinator has committed, its participants have not yet.  A reader
+of every node must then see none of it or all of it; with ``shoal.consistent_snapshots = off`` the
+half-committed state shows, which proves the test can fail.  Ports 27000-27099 belong to this file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shoal.cluster import Cluster, Node
+
+TOTAL = 60 * 100
+
+
+@pytest.fixture(scope="module")
+def nodes() -> Iterator[list[Node]]:
+    parent = Path(tempfile.mkdtemp(prefix="shoal-s-"))
+    cluster = Cluster(parent / "c")
+    try:
+        nodes = cluster.up(nodes=3, port=27001)
+        sql(nodes[0], "CREATE TABLE acct (id int PRIMARY KEY, balance int NOT NULL) "
+                      "WITH (distributed_by = 'id', num_parts = 6)")
+        yield nodes
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.destroy()
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accounts(nodes: list[Node]) -> None:
+    sql(nodes[0], "TRUNCATE acct")
+    sql(nodes[0], "INSERT INTO acct SELECT g, 100 FROM generate_series(1, 60) g")
+
+
+def sql(node: Node, query: str, params: tuple = (), **settings: str) -> list[tuple]:
+    with psycopg.connect(node.conninfo, autocommit=True) as conn:
+        for name, value in settings.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (name.replace("__", "."), value))
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+def local_ids(node: Node) -> list[int]:
+    return [r[0] for r in sql(node, "SELECT id FROM acct a JOIN shoal.partitions p "
+                                    "ON p.partition_name::regclass = a.tableoid "
+                                    "WHERE p.is_local ORDER BY id")]
+
+
+@contextlib.contextmanager
+def half_committed(nodes: list[Node]) -> Iterator[None]:
+    """A transfer from n1 that takes 100 from an account of each node and gives 300 to one of
+    n1's, stalled after its decision, before its participants commit."""
+    n1, n2, n3 = nodes
+    taken = [local_ids(n)[0] for n in nodes]
+    given = local_ids(n1)[1]
+    statement = (f"BEGIN; UPDATE acct SET balance = balance - 100 WHERE id IN ({', '.join(map(str, taken))}); "
+                 f"UPDATE acct SET balance = balance + 300 WHERE id = {given}; COMMIT")
+    decided_before = sql(n1, "SELECT count(*) FROM shoal.decided")[0][0]
+    thread = threading.Thread(target=sql, args=(n1, statement),
+                              kwargs={"shoal__crash_point": "stall_after_local_commit"})
+    thread.start()
+    deadline = time.monotonic() + 10
+    while sql(n1, "SELECT count(*) FROM shoal.decided")[0][0] == decided_before:
+        assert time.monotonic() < deadline, "the transfer did not reach its decision"
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        thread.join(30)
+
+
+def test_without_cuts_a_reader_sees_half_a_transaction(nodes: list[Node]) -> None:
+    n1, n2, _ = nodes
+    with half_committed(nodes):
+        seen = sql(n2, "SELECT sum(balance) FROM acct", shoal__consistent_snapshots="off")[0][0]
+    assert seen != TOTAL  # n1's half is committed, the participants' is not yet
+    assert sql(n2, "SELECT sum(balance) FROM acct")[0][0] == TOTAL
+
+
+def test_a_statement_reading_several_nodes_sees_all_or_nothing(nodes: list[Node]) -> None:
+    n1, n2, n3 = nodes
+    with half_committed(nodes):
+        started = time.monotonic()
+        seen = sql(n2, "SELECT sum(balance) FROM acct")[0][0]
+        waited = time.monotonic() - started
+        before = sql(n3, "SELECT count(*) FROM acct WHERE balance = 0")[0][0]
+    assert seen == TOTAL
+    # it waited for the second phase, and then saw the whole transfer
+    assert waited > 0.5 and before == 3
+
+
+def test_a_single_node_read_takes_no_cut(nodes: list[Node]) -> None:
+    n1, n2, _ = nodes
+    one = local_ids(n2)[0]
+    with half_committed(nodes):
+        started = time.monotonic()
+        sql(n1, "SELECT balance FROM acct WHERE id = %s", (one,))  # one remote node only
+        assert time.monotonic() - started < 1.0
+
+
+def test_repeatable_read_keeps_one_cut_on_every_node(nodes: list[Node]) -> None:
+    n1, n2, n3 = nodes
+    on_n3 = local_ids(n3)[0]
+    with psycopg.connect(n2.conninfo) as reader:
+        reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        # the first statement reads only n2, yet fixes the cut on every node
+        reader.execute("SELECT count(*) FROM acct WHERE id = %s", (local_ids(n2)[0],))
+        sql(n1, "UPDATE acct SET balance = 0 WHERE id = %s", (on_n3,))
+        sql(n1, "INSERT INTO acct VALUES (1000, 5)")
+        # n3 was never read before: it still shows the cut
+        assert reader.execute("SELECT balance FROM acct WHERE id = %s", (on_n3,)).fetchone()[0] == 100
+        assert reader.execute("SELECT sum(balance), count(*) FROM acct").fetchone() == (TOTAL, 60)
+        reader.commit()
+        assert reader.execute("SELECT sum(balance) FROM acct").fetchone()[0] == TOTAL - 100 + 5
+
+
+def test_cut_blocks_end_with_their_statements(nodes: list[Node]) -> None:
+    n1, n2, n3 = nodes
+    for _ in range(20):
+        assert sql(n1, "SELECT sum(balance) FROM acct")[0][0] == TOTAL
+    with psycopg.connect(n1.conninfo) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT sum(balance / (id - id)) FROM acct")
+    time.sleep(0.5)
+    for node in (n2, n3):
+        held = sql(node, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'shoal worker' "
+                         "AND state = 'idle in transaction'")[0][0]
+        gates = sql(node, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 7")
+        assert held == 0 and gates[0][0] == 0
