@@ -47,6 +47,7 @@ REFRESH_NODES_S = 5.0
 LIVENESS_S = 1.0
 RECONNECT_S = 0.5
 RESOLVE_S = 10.0  # how often this node looks for prepared transactions left in doubt
+FIRST_RESOLVE_S = 2.0
 CLIENT_BLOCKS_KEPT = 32
 PURGE_EVERY = 6  # ... and, every so many times, forgets the decisions nobody needs any more
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
@@ -105,7 +106,8 @@ class Multiplexer:
         self._next_refresh = 0.0
         self._next_liveness = 0.0
         self._next_heartbeat = 0.0
-        self._next_resolve = time.monotonic() + RESOLVE_S
+        # soon after a (re)start, which is when a crash may have left prepared parts here
+        self._next_resolve = time.monotonic() + FIRST_RESOLVE_S
         self._resolves = 0
         self._open_sockets()
 

@@ -66,7 +66,8 @@ def half_committed(nodes: list[Node]) -> Iterator[None]:
     n1, n2, n3 = nodes
     taken = [local_ids(n)[0] for n in nodes]
     given = local_ids(n1)[1]
-    statement = (f"BEGIN; UPDATE acct SET balance = balance - 100 WHERE id IN ({', '.join(map(str, taken))}); "
+    ids = ", ".join(map(str, taken))
+    statement = (f"BEGIN; UPDATE acct SET balance = balance - 100 WHERE id IN ({ids}); "
                  f"UPDATE acct SET balance = balance + 300 WHERE id = {given}; COMMIT")
     decided_before = sql(n1, "SELECT count(*) FROM shoal.decided")[0][0]
     thread = threading.Thread(target=sql, args=(n1, statement),
