@@ -50,7 +50,7 @@ shoal_xact_touch(PyObject *handler)
 	if (PyList_Append(participants, handler) < 0)
 		shoal_python_raise("starting a transaction");
 	result = shoal_call_method(handler, "begin",
-							   Py_BuildValue("(O)", IsolationIsSerializable() ? Py_True : Py_False));
+							   Py_BuildValue("(O)", IsolationUsesXactSnapshot() ? Py_True : Py_False));
 	Py_DECREF(result);
 }
 

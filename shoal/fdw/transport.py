@@ -167,7 +167,10 @@ def _enter(client: mux.MuxClient, xact: _LocalTransaction, node: str) -> None:
     their confirmations are checked before the next commit point)."""
     depth = xact.depth.get(node, 0)
     if depth == 0:
-        isolation = "serializable" if xact.serializable else "repeatable read"
+        # the handlers' begin(serializable) is Multicorn's "uses a transaction snapshot", true in
+        # REPEATABLE READ too: ask for the level itself
+        serializable = xact.serializable and backend.setting("transaction_isolation") == "serializable"
+        isolation = "serializable" if serializable else "repeatable read"
         xact.pending.append(client.request(node, encode_job("begin", isolation=isolation), xact.key))
         depth = 1
     level = backend.nest_level()
