@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-COLORS = {"postgresql": "#4C72B0", "postgres_fdw": "#DD8452", "shoal": "#55A868"}
+COLORS = {"postgresql": "#4C72B0", "postgres_fdw": "#DD8452", "shoal": "#55A868",
+          "shoal (no cut)": "#8172B3", "shoal (1PC)": "#937860"}
 
 
 def _pyplot() -> Any:
