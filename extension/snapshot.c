@@ -271,7 +271,6 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 	bool		whole_transaction;
 	int			cut = 0;
 	ListCell   *lc;
-
 	bool		first_rr;
 
 	/* workers run other nodes' statements, inside the snapshots those nodes chose */
