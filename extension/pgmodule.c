@@ -466,6 +466,32 @@ pg_guard_lock_waits(PyObject *self, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
+/*
+ * admit(slots, wait): take one of this node's slots for transactions with
+ * remote blocks, waiting for one unless wait is false.
+ */
+static PyObject *
+pg_admit(PyObject *self, PyObject *args)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	int			slots;
+	int			wait;
+
+	if (!PyArg_ParseTuple(args, "ip", &slots, &wait))
+		return NULL;
+	PG_TRY();
+	{
+		shoal_xact_admit(slots, wait);
+	}
+	PG_CATCH();
+	{
+		shoal_pgmodule_catch(oldcxt);
+		return NULL;
+	}
+	PG_END_TRY();
+	Py_RETURN_NONE;
+}
+
 /* top_transaction_id(): this transaction's full id (assigned now if it has none). */
 static PyObject *
 pg_top_transaction_id(PyObject *self, PyObject *unused)
@@ -611,6 +637,8 @@ static PyMethodDef pg_methods[] = {
 	"True if the transaction has written here (it has a transaction id)."},
 	{"guard_lock_waits", pg_guard_lock_waits, METH_NOARGS,
 	"Bound this transaction's lock waits here by shoal.deadlock_timeout."},
+	{"admit", pg_admit, METH_VARARGS,
+	"admit(slots, wait): take one of this node's slots for transactions with remote blocks."},
 	{"top_transaction_id", pg_top_transaction_id, METH_NOARGS,
 	"This transaction's full transaction id (assigned now if it has none)."},
 	{"crash", pg_crash, METH_NOARGS, "End the process at once, as a crash would (tests only)."},

@@ -17,6 +17,8 @@
 #include "shoal.h"
 
 #include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "utils/elog.h"
 #include "utils/guc.h"
@@ -141,6 +143,35 @@ shoal_xact_guard_lock_waits(void)
 	snprintf(value, sizeof(value), "%d", shoal_deadlock_timeout);
 	(void) set_config_option("lock_timeout", value, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/*
+ * Admission: a transaction that opens blocks on other nodes holds a worker
+ * on each of them until it ends, and a fixed pool whose workers are all held
+ * by transactions that wait for each other's workers only unwinds through
+ * shoal.deadlock_timeout.  So this node lets at most `slots` such
+ * transactions run at once (the caller sizes it so that all nodes together
+ * cannot fill a pool); the others wait here, as for a lock, which is what
+ * a slot is.  A transaction that already holds locks here does not wait
+ * (the slot holders may be waiting for it): without a free slot it goes on
+ * without one, and the pool's own timeouts are its limit.
+ */
+void
+shoal_xact_admit(int slots, bool wait)
+{
+	LOCKTAG		tag;
+
+	slots = Max(slots, 1);
+	for (int i = 0; i < slots; i++)
+	{
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0x73686f61, (uint32) i, 8);
+		if (LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
+			return;
+	}
+	if (!wait)
+		return;
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0x73686f61, (uint32) (MyProcPid % slots), 8);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
 static void

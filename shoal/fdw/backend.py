@@ -111,3 +111,9 @@ def refresh_snapshot() -> None:
 def current_cut() -> int:
     """The cut the scan starting now reads in (0: none)."""
     return _require().current_cut()
+
+
+def admit(slots: int, wait: bool) -> None:
+    """Take one of this node's ``slots`` for transactions holding blocks on other nodes, waiting
+    for one (as for a lock) if ``wait``; the slot is this transaction's until it ends."""
+    _require().admit(slots, wait)

@@ -130,9 +130,7 @@ def run(node: str, sql: str, types: list[int], params: list[str | None], write: 
         _transaction().written.add(node)
     if xact is not None:
         if not xact.joined:
-            xact.joined = True
-            backend.join_transaction(_participant)
-            backend.guard_lock_waits()
+            _join(xact)
         _enter(client, xact, node)
     extra = {} if cache else {"cache": False}  # the worker's default: keep the plan
     job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
@@ -155,11 +153,38 @@ def adopt_blocks(nodes: list[str]) -> None:
     cut) are its own from now on: its reads and writes there go to them, and they end with it."""
     xact = _transaction()
     if not xact.joined:
-        xact.joined = True
-        backend.join_transaction(_participant)
-        backend.guard_lock_waits()
+        _join(xact)
     for node in nodes:
         xact.depth.setdefault(node, 1)
+
+
+def _join(xact: _LocalTransaction) -> None:
+    """The transaction opens its first block on another node: it hears of the local end, its lock
+    waits are bounded, and it takes one of this node's slots (backend.admit)."""
+    xact.joined = True
+    backend.join_transaction(_participant)
+    # a slot wait needs no bound: any wait cycle through it also passes through a bounded wait
+    # (a worker's, or a guarded one here); but a transaction holding locks here must not wait
+    # for slot holders that may be waiting for it
+    backend.admit(_slots(), not backend.wrote_locally())
+    backend.guard_lock_waits()
+
+
+_slots_cache: tuple[float, int] = (0.0, 1)
+SLOTS_REFRESH_S = 60.0
+
+
+def _slots() -> int:
+    """How many transactions of this node may hold blocks elsewhere at once: so many that all
+    nodes together leave a free worker in every pool (shoal.workers - 1 for the transactions of
+    the other nodes, one kept for COMMIT PREPARED)."""
+    global _slots_cache
+    now = time.monotonic()
+    if now - _slots_cache[0] > SLOTS_REFRESH_S:
+        workers = int(backend.setting("shoal.workers") or 1)
+        peers = max(1, backend.query("SELECT count(*) - 1 FROM shoal.node")[0][0])
+        _slots_cache = (now, max(1, (workers - 1) // peers))
+    return _slots_cache[1]
 
 
 def _enter(client: mux.MuxClient, xact: _LocalTransaction, node: str) -> None:
