@@ -69,6 +69,8 @@ def test_text_tuples() -> None:
 
     data = struct.pack("!h", 2) + field("n1") + field(None) + struct.pack("!h", 2) + field("é") + field("")
     assert protocol.decode_text_tuples(data) == [("n1", None), ("é", "")]
+    assert protocol.encode_text_tuples([("n1", None), ("é", "")]) == data
+    assert protocol.encode_text_tuples([]) == b""
 
 
 def test_node_addresses() -> None:
