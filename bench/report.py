@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
 import subprocess
 import sys
@@ -39,3 +40,14 @@ def git_revision() -> str | None:
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True,
                            text=True).stdout.strip()
     return out.stdout.strip() + (" (uncommitted changes)" if dirty else "")
+
+
+def positive_ints(text: str) -> list[int]:
+    """An argparse type: a comma-separated list of positive integers ("1,8,64")."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers: {text!r}")
+    return values

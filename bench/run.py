@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import pgbench_suite, plots, summary, systems, transport_suite
-from bench.report import REPO, cpu_model, git_revision, progress
+from bench.report import REPO, cpu_model, git_revision, positive_ints, progress
 from bench.tprocc import suite as tprocc_suite
 
 WHAT = ("pgbench", "tprocc", "transport", "all")
@@ -33,16 +33,6 @@ QUICK = {"duration": 5, "tprocc_duration": 30, "scale": 10, "warmup": 1, "wareho
          "rampup": 5}
 FULL = {"duration": 30, "tprocc_duration": 120, "scale": 20, "warmup": 5, "warehouses": 4, "vus": 8,
         "rampup": 30}
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers: {text!r}")
-    return values
 
 
 def _systems(text: str) -> list[str]:
@@ -61,7 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("what", nargs="?", choices=WHAT, default="all", help="which benchmark (default: all)")
     p.add_argument("--quick", action="store_true",
                    help="small sizes and short runs (a few minutes in all): what make bench runs")
-    p.add_argument("--clients", type=_ints, default=[1, 8, 64], help="pgbench client counts (default 1,8,64)")
+    p.add_argument("--clients", type=positive_ints, default=[1, 8, 64],
+                   help="pgbench client counts (default 1,8,64)")
     p.add_argument("--duration", type=int, help="seconds of each pgbench run and of the TPROC-C test "
                    f"(default {QUICK['duration']}/{QUICK['tprocc_duration']} quick, "
                    f"{FULL['duration']}/{FULL['tprocc_duration']} otherwise)")

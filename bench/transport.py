@@ -74,7 +74,7 @@ import psycopg  # noqa: E402
 from bench import cpu  # noqa: E402
 from bench import pgbench as pgb  # noqa: E402
 from bench.backends import BackendSampler  # noqa: E402
-from bench.report import cpu_model, git_revision, progress  # noqa: E402
+from bench.report import cpu_model, git_revision, positive_ints, progress  # noqa: E402
 from shoal import osuser  # noqa: E402
 from shoal.cluster import Cluster, Node, port_in_use  # noqa: E402
 from shoal.multiplexer.config import METRICS_PORT_OFFSET, MUX_PORT_OFFSET, ipc_path_for  # noqa: E402
@@ -577,16 +577,6 @@ def write_results(meta: dict[str, Any], parts: dict[str, Any], md: str, where: P
 
 # -- main ----------------------------------------------------------------------------------------
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers: {text!r}")
-    return values
-
-
 def _parts(text: str) -> list[str]:
     parts = [p.strip() for p in text.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
@@ -603,12 +593,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parts", type=_parts, default=list(PARTS),
                         help=f"comma-separated parts to run (default {','.join(PARTS)})")
     parser.add_argument("--seconds", type=int, default=10, help="duration of each pgbench run (default 10)")
-    parser.add_argument("--clients", type=_ints, default=[1, 8, 64],
+    parser.add_argument("--clients", type=positive_ints, default=[1, 8, 64],
                         help="pgbench client counts of the point part (default 1,8,64)")
     parser.add_argument("--rows", type=int, default=100_000, help="rows of acc (default 100000)")
     parser.add_argument("--bulk-rows", type=int, default=1_000_000, help="rows of bulk (default 1000000)")
     parser.add_argument("--repeat", type=int, default=5, help="timed bulk runs per system (default 5)")
-    parser.add_argument("--windows", type=_ints, default=[16, 256, 1024],
+    parser.add_argument("--windows", type=positive_ints, default=[16, 256, 1024],
                         help="pings in flight in the pipelined runs (default 16,256,1024)")
     parser.add_argument("--ping-seconds", type=float, default=2.0,
                         help="duration of each pipelined ping run (default 2)")

@@ -447,22 +447,83 @@ pg_wrote_locally(PyObject *self, PyObject *unused)
 	return PyBool_FromLong(IsTransactionState() && TransactionIdIsValid(GetTopTransactionIdIfAny()));
 }
 
-/* guard_lock_waits(): bound this transaction's lock waits by shoal.deadlock_timeout. */
-static PyObject *
-pg_guard_lock_waits(PyObject *self, PyObject *unused)
+/*
+ * The transaction and gate calls below share one shape: parse the arguments,
+ * call into PostgreSQL, and turn an ERROR into the pending Python exception.
+ * TxnCall carries the arguments in and the result out.
+ */
+typedef struct TxnCall
+{
+	int			a;				/* slots, or write */
+	int			b;				/* wait */
+	int			c;				/* session */
+	bool		got;
+	FullTransactionId fxid;
+} TxnCall;
+
+/* fn(call), with a PostgreSQL ERROR left as the pending Python exception; false then. */
+static bool
+txn_call(void (*fn) (TxnCall *), TxnCall *call)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 
 	PG_TRY();
 	{
-		shoal_xact_guard_lock_waits();
+		fn(call);
 	}
 	PG_CATCH();
 	{
 		shoal_pgmodule_catch(oldcxt);
-		return NULL;
+		return false;
 	}
 	PG_END_TRY();
+	return true;
+}
+
+static void
+do_guard_lock_waits(TxnCall *call)
+{
+	shoal_xact_guard_lock_waits();
+}
+
+static void
+do_admit(TxnCall *call)
+{
+	shoal_xact_admit(call->a, call->b);
+}
+
+static void
+do_top_transaction_id(TxnCall *call)
+{
+	call->fxid = GetTopFullTransactionId();
+}
+
+static void
+do_gate(TxnCall *call)
+{
+	call->got = shoal_gate_acquire(call->a, call->b, call->c);
+}
+
+static void
+do_gate_release(TxnCall *call)
+{
+	shoal_gate_release(call->a, call->b);
+}
+
+static void
+do_refresh_snapshot(TxnCall *call)
+{
+	shoal_refresh_snapshot();
+}
+
+/* guard_lock_waits(): bound this transaction's lock waits by shoal.deadlock_timeout. */
+static PyObject *
+pg_guard_lock_waits(PyObject *self, PyObject *unused)
+{
+	TxnCall		call = {0};
+
+	if (!txn_call(do_guard_lock_waits, &call))
+		return NULL;
 	Py_RETURN_NONE;
 }
 
@@ -473,22 +534,10 @@ pg_guard_lock_waits(PyObject *self, PyObject *unused)
 static PyObject *
 pg_admit(PyObject *self, PyObject *args)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	int			slots;
-	int			wait;
+	TxnCall		call = {0};
 
-	if (!PyArg_ParseTuple(args, "ip", &slots, &wait))
+	if (!PyArg_ParseTuple(args, "ip", &call.a, &call.b) || !txn_call(do_admit, &call))
 		return NULL;
-	PG_TRY();
-	{
-		shoal_xact_admit(slots, wait);
-	}
-	PG_CATCH();
-	{
-		shoal_pgmodule_catch(oldcxt);
-		return NULL;
-	}
-	PG_END_TRY();
 	Py_RETURN_NONE;
 }
 
@@ -496,20 +545,11 @@ pg_admit(PyObject *self, PyObject *args)
 static PyObject *
 pg_top_transaction_id(PyObject *self, PyObject *unused)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	FullTransactionId fxid;
+	TxnCall		call = {0};
 
-	PG_TRY();
-	{
-		fxid = GetTopFullTransactionId();
-	}
-	PG_CATCH();
-	{
-		shoal_pgmodule_catch(oldcxt);
+	if (!txn_call(do_top_transaction_id, &call))
 		return NULL;
-	}
-	PG_END_TRY();
-	return PyLong_FromUnsignedLongLong(U64FromFullTransactionId(fxid));
+	return PyLong_FromUnsignedLongLong(U64FromFullTransactionId(call.fxid));
 }
 
 /*
@@ -519,47 +559,21 @@ pg_top_transaction_id(PyObject *self, PyObject *unused)
 static PyObject *
 pg_gate(PyObject *self, PyObject *args)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	int			write,
-				wait,
-				session;
-	bool		got = false;
+	TxnCall		call = {0};
 
-	if (!PyArg_ParseTuple(args, "ppp", &write, &wait, &session))
+	if (!PyArg_ParseTuple(args, "ppp", &call.a, &call.b, &call.c) || !txn_call(do_gate, &call))
 		return NULL;
-	PG_TRY();
-	{
-		got = shoal_gate_acquire(write, wait, session);
-	}
-	PG_CATCH();
-	{
-		shoal_pgmodule_catch(oldcxt);
-		return NULL;
-	}
-	PG_END_TRY();
-	return PyBool_FromLong(got);
+	return PyBool_FromLong(call.got);
 }
 
 /* gate_release(write, session) */
 static PyObject *
 pg_gate_release(PyObject *self, PyObject *args)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	int			write,
-				session;
+	TxnCall		call = {0};
 
-	if (!PyArg_ParseTuple(args, "pp", &write, &session))
+	if (!PyArg_ParseTuple(args, "pp", &call.a, &call.b) || !txn_call(do_gate_release, &call))
 		return NULL;
-	PG_TRY();
-	{
-		shoal_gate_release(write, session);
-	}
-	PG_CATCH();
-	{
-		shoal_pgmodule_catch(oldcxt);
-		return NULL;
-	}
-	PG_END_TRY();
 	Py_RETURN_NONE;
 }
 
@@ -567,18 +581,10 @@ pg_gate_release(PyObject *self, PyObject *args)
 static PyObject *
 pg_refresh_snapshot(PyObject *self, PyObject *unused)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
+	TxnCall		call = {0};
 
-	PG_TRY();
-	{
-		shoal_refresh_snapshot();
-	}
-	PG_CATCH();
-	{
-		shoal_pgmodule_catch(oldcxt);
+	if (!txn_call(do_refresh_snapshot, &call))
 		return NULL;
-	}
-	PG_END_TRY();
 	Py_RETURN_NONE;
 }
 

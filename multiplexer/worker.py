@@ -278,7 +278,7 @@ def _bound_lock_waits(pg: Any) -> None:
     timeout = pg.setting("shoal.deadlock_timeout") or "0"
     if timeout not in ("0", "0ms"):
         pg.execute("SELECT pg_catalog.set_config('lock_timeout', $1, false)", [25], [timeout],
-                   False, None, lambda chunk: None)
+                   False, None, _discard)
 
 
 def main(index: int = 0) -> None:

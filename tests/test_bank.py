@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from nodesql import sql
 
 from shoal.cluster import Cluster, Node
 from shoal.pgbin import pg_bin
@@ -59,12 +60,6 @@ def nodes(cluster: Cluster) -> list[Node]:
     sql(nodes[0], "TRUNCATE bank, transfers")
     sql(nodes[0], "INSERT INTO bank SELECT g, %s FROM generate_series(1, %s) g", (INITIAL, ACCOUNTS))
     return nodes
-
-
-def sql(node: Node, query: str, params: tuple = ()) -> list[tuple]:
-    with psycopg.connect(node.conninfo, autocommit=True) as conn:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from nodesql import local_ids, sql
 
 from shoal.cluster import Cluster, Node
 
@@ -43,20 +44,6 @@ def nodes() -> Iterator[list[Node]]:
 def fresh_accounts(nodes: list[Node]) -> None:
     sql(nodes[0], "TRUNCATE acct")
     sql(nodes[0], "INSERT INTO acct SELECT g, 100 FROM generate_series(1, 60) g")
-
-
-def sql(node: Node, query: str, params: tuple = (), **settings: str) -> list[tuple]:
-    with psycopg.connect(node.conninfo, autocommit=True) as conn:
-        for name, value in settings.items():
-            conn.execute("SELECT set_config(%s, %s, false)", (name.replace("__", "."), value))
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
-
-
-def local_ids(node: Node) -> list[int]:
-    return [r[0] for r in sql(node, "SELECT id FROM acct a JOIN shoal.partitions p "
-                                    "ON p.partition_name::regclass = a.tableoid "
-                                    "WHERE p.is_local ORDER BY id")]
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from nodesql import local_ids, sql
 
 from shoal.cluster import Cluster, Node
 from shoal.pgbin import pg_bin
@@ -57,14 +58,6 @@ def whole_cluster(request: pytest.FixtureRequest) -> Iterator[None]:
     nodes = cluster.nodes
     wait_for(lambda: settled(nodes), "no prepared transaction left")
     sql(nodes[0], "UPDATE acct SET balance = 100")
-
-
-def sql(node: Node, query: str, params: tuple = (), **settings: str) -> list[tuple]:
-    with psycopg.connect(node.conninfo, autocommit=True) as conn:
-        for name, value in settings.items():
-            conn.execute("SELECT set_config(%s, %s, false)", (name.replace("__", "."), value))
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -195,12 +188,6 @@ def test_two_phase_commit_can_be_turned_off_for_measurements(nodes: list[Node]) 
 
 
 # -- deadlocks across nodes -----------------------------------------------------------------------
-
-def local_ids(node: Node) -> list[int]:
-    """Accounts whose partition lives on ``node``."""
-    return [r[0] for r in sql(node, "SELECT id FROM acct a JOIN shoal.partitions p "
-                                    "ON p.partition_name::regclass = a.tableoid "
-                                    "WHERE p.is_local ORDER BY id")]
 
 
 def run_deadlock(first: tuple[Node, list[str]], second: tuple[Node, list[str]]) -> list[object]:

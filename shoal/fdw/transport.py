@@ -120,22 +120,20 @@ def run(node: str, sql: str, types: list[int], params: list[str | None], write: 
     the worker keeps the statement's plan for the next time (not worth it for DDL)."""
     client = mux.connect()
     xact = _transaction() if write or (_current is not None and node in _current.depth) else None
-    if xact is None and (cut := backend.current_cut()):
-        key = snapshots.block(cut, node)
-        if key is not None:  # the statement reads one cut: in its block on that node
-            job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
-                             role=backend.current_role())
-            return client.request(node, job, key)
-    if write:
-        _transaction().written.add(node)
+    key = None
     if xact is not None:
+        if write:
+            xact.written.add(node)
         if not xact.joined:
             _join(xact)
         _enter(client, xact, node)
+        key = xact.key
+    elif cut := backend.current_cut():
+        key = snapshots.block(cut, node)  # the statement reads one cut: in its block on that node
     extra = {} if cache else {"cache": False}  # the worker's default: keep the plan
     job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
                      role=backend.current_role(), **extra)
-    return client.request(node, job, xact.key if xact is not None else None)
+    return client.request(node, job, key)
 
 
 def current() -> _LocalTransaction | None:

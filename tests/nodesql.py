@@ -1,0 +1,24 @@
+"""Helpers of the tests on real shoal clusters: one statement on one node, and where rows live."""
+
+from __future__ import annotations
+
+import psycopg
+
+from shoal.cluster import Node
+
+
+def sql(node: Node, query: str, params: tuple = (), **settings: str) -> list[tuple]:
+    """Run one statement on ``node`` in autocommit; ``settings`` are session settings, with ``__``
+    for the dot (``shoal__crash_point="after_prepare"``)."""
+    with psycopg.connect(node.conninfo, autocommit=True) as conn:
+        for name, value in settings.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (name.replace("__", "."), value))
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+def local_ids(node: Node, table: str = "acct") -> list[int]:
+    """The ids of ``table``'s rows whose partition lives on ``node``."""
+    return [r[0] for r in sql(node, f"SELECT id FROM {table} t JOIN shoal.partitions p "
+                                    "ON p.partition_name::regclass = t.tableoid "
+                                    "WHERE p.is_local ORDER BY id")]
