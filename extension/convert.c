@@ -12,7 +12,10 @@
 
 #include "catalog/pg_type.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/float.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
@@ -166,6 +169,56 @@ shoal_datum_to_py(Datum value, bool isnull, Oid typoid)
 			return result;
 		}
 	}
+}
+
+/*
+ * Text output that every node parses back to the same value, whatever this
+ * session's settings: ISO dates (unambiguous under any DateStyle), postgres
+ * intervals, shortest exact floats.  Returns the GUC nest level to end with
+ * shoal_portable_output_end, or -1 when the session already has those
+ * settings (the common case, which costs nothing).  An error ends the nest
+ * level with the transaction.
+ */
+int
+shoal_portable_output_begin(void)
+{
+	int			nestlevel;
+
+	if (DateStyle == USE_ISO_DATES && IntervalStyle == INTSTYLE_POSTGRES && extra_float_digits > 0)
+		return -1;
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("datestyle", "ISO", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("intervalstyle", "postgres", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("extra_float_digits", "1", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nestlevel;
+}
+
+void
+shoal_portable_output_end(int nestlevel)
+{
+	if (nestlevel >= 0)
+		AtEOXact_GUC(true, nestlevel);
+}
+
+/* A Datum in its type's text form (see shoal_portable_output_begin) as a Python str, or None. */
+PyObject *
+shoal_datum_to_text_py(Datum value, bool isnull, Oid typoid)
+{
+	Oid			outfunc;
+	bool		isvarlena;
+	char	   *s;
+	PyObject   *result;
+
+	if (isnull)
+		Py_RETURN_NONE;
+	getTypeOutputInfo(typoid, &outfunc, &isvarlena);
+	s = OidOutputFunctionCall(outfunc, value);
+	result = shoal_cstring_to_py(s);
+	pfree(s);
+	return result;
 }
 
 static Datum

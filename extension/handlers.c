@@ -234,3 +234,20 @@ shoal_column_names(Relation rel, List *attnums)
 	}
 	return names;
 }
+
+/* A boolean class attribute of a handler (exact_quals, text_values...). */
+bool
+shoal_handler_flag(PyObject *handler, const char *attr)
+{
+	PyObject   *value = PyObject_GetAttrString(handler, attr);
+	int			truth;
+
+	if (value == NULL)
+		shoal_python_raise(attr);
+	truth = PyObject_IsTrue(value);
+	Py_DECREF(value);
+	if (truth < 0)
+		shoal_python_raise(attr);
+	shoal_pgmodule_check();		/* a property may have run anything */
+	return truth == 1;
+}

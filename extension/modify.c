@@ -225,14 +225,7 @@ begin_modify(ResultRelInfo *rinfo, CmdType operation, List *target_attrs, bool r
 			shoal_python_raise("batch_size");
 		state->batch_size = (int) Max(1, Min(n, 10000));
 	}
-	{
-		PyObject   *flag = PyObject_GetAttrString(state->handler, "text_values");
-
-		if (flag == NULL)
-			PyErr_Clear();
-		state->text_values = flag != NULL && PyObject_IsTrue(flag) == 1;
-		Py_XDECREF(flag);
-	}
+	state->text_values = shoal_handler_flag(state->handler, "text_values");
 	if (operation == CMD_INSERT && rinfo->ri_FdwState != NULL)
 		((ShoalModifyState *) rinfo->ri_FdwState)->routed = state;
 	else

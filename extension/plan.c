@@ -31,6 +31,7 @@ typedef struct ShoalRelInfo
 {
 	PyObject   *handler;		/* borrowed from the handler cache */
 	bool		exact;			/* handler enforces every qual it gets */
+	bool		constants_as_params;	/* its clauses' SQL has $n for constants too */
 	List	   *remote_conds;	/* RestrictInfos shipped */
 	List	   *local_conds;	/* RestrictInfos checked locally */
 	Bitmapset  *attrs;			/* columns the scan must return */
@@ -39,22 +40,6 @@ typedef struct ShoalRelInfo
 } ShoalRelInfo;
 
 /* Path-level private data: sort keys (List) and pushed limit (Integer), in that order. */
-
-static bool
-handler_flag(PyObject *handler, const char *attr)
-{
-	PyObject   *value = PyObject_GetAttrString(handler, attr);
-	int			truth;
-
-	if (value == NULL)
-		shoal_python_raise(attr);
-	truth = PyObject_IsTrue(value);
-	Py_DECREF(value);
-	if (truth < 0)
-		shoal_python_raise(attr);
-	shoal_pgmodule_check();		/* a property may have run anything */
-	return truth == 1;
-}
 
 static double
 option_cost(List *options, const char *name, double dflt)
@@ -170,7 +155,8 @@ shoalGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntablei
 
 	baserel->fdw_private = info;
 	info->handler = shoal_handler_for(foreigntableid);
-	info->exact = handler_flag(info->handler, "exact_quals");
+	info->exact = shoal_handler_flag(info->handler, "exact_quals");
+	info->constants_as_params = shoal_handler_flag(info->handler, "constants_as_params");
 	options = shoal_table_options(foreigntableid);
 	info->startup_cost = option_cost(options, "startup_cost", 100.0);
 	info->tuple_cost = option_cost(options, "tuple_cost", 0.01);
@@ -178,7 +164,8 @@ shoalGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntablei
 	foreach(lc, baserel->baserestrictinfo)
 	{
 		RestrictInfo *ri = lfirst_node(RestrictInfo, lc);
-		ShoalQual  *q = shoal_classify_clause(root, baserel, ri->clause, &params);
+		ShoalQual  *q = shoal_classify_clause(root, baserel, ri->clause, &params,
+												  info->constants_as_params);
 
 		if (q != NULL && (info->exact || q->kind != SHOAL_QUAL_OTHER))
 			shipped = lappend(shipped, q);
@@ -194,7 +181,7 @@ shoalGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntablei
 
 	rel = table_open(foreigntableid, NoLock);
 	info->attrs = needed_columns(raw, rel);
-	quals = shoal_quals_to_py(shipped, rel, NULL, NULL, NULL, 0, info->exact);
+	quals = shoal_quals_to_py(shipped, rel, NULL, NULL, NULL, 0, info->exact, false);
 	columns = shoal_column_names(rel, shoal_attnum_list(info->attrs));
 	table_close(rel, NoLock);
 
@@ -554,7 +541,7 @@ shoalGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 
 		if (ri->pseudoconstant)
 			continue;
-		q = shoal_classify_clause(root, baserel, ri->clause, &params);
+		q = shoal_classify_clause(root, baserel, ri->clause, &params, info->constants_as_params);
 		if (q != NULL && (info->exact || q->kind != SHOAL_QUAL_OTHER))
 			quals = lappend(quals, q);
 		if (q == NULL || !info->exact)

@@ -136,6 +136,7 @@ typedef struct ParamizeContext
 {
 	Index		relid;
 	List	  **params;			/* expressions whose values are $1, $2, ... */
+	bool		constants;		/* constants become parameters too */
 } ParamizeContext;
 
 static int
@@ -182,7 +183,7 @@ paramize_mutator(Node *node, ParamizeContext *ctx)
 		var->varnosyn = 1;
 		return (Node *) var;
 	}
-	if (IsA(node, Var) || IsA(node, Param))
+	if (IsA(node, Var) || IsA(node, Param) || (ctx->constants && IsA(node, Const)))
 		return (Node *) make_scan_param(node, param_index(ctx->params, node));
 	return expression_tree_mutator(node, paramize_mutator, (void *) ctx);
 }
@@ -306,13 +307,17 @@ classify_simple(ShoalQual *qual, Expr *clause, Index relid, List **params)
 
 /*
  * The shipped form of a clause on baserel, or NULL if it must stay local.
- * Values that are not constants are appended to *params (the scan's $n).
+ * Values that are not constants are appended to *params (the scan's $n);
+ * so are constants if constants_as_params, which makes the clause's SQL the
+ * same whatever the values: a remote plan cache keyed by the SQL then hits
+ * for the custom plans PostgreSQL makes of statements on partitioned tables.
  */
 ShoalQual *
-shoal_classify_clause(PlannerInfo *root, RelOptInfo *baserel, Expr *clause, List **params)
+shoal_classify_clause(PlannerInfo *root, RelOptInfo *baserel, Expr *clause, List **params,
+					  bool constants_as_params)
 {
 	ShipContext ship = {baserel->relid};
-	ParamizeContext paramize = {baserel->relid, params};
+	ParamizeContext paramize = {baserel->relid, params, constants_as_params};
 	RangeTblEntry *rte = planner_rt_fetch(baserel->relid, root);
 	ShoalQual  *qual;
 	Node	   *remote;
@@ -417,7 +422,7 @@ qual_value(ShoalQual *q, Datum *paramvals, bool *paramnulls, Oid *paramtypes, in
  */
 PyObject *
 shoal_quals_to_py(List *quals, Relation rel, Datum *paramvals, bool *paramnulls,
-				  Oid *paramtypes, int nparams, bool with_sql_only)
+				  Oid *paramtypes, int nparams, bool with_sql_only, bool text_params)
 {
 	PyObject   *qual_class = shoal_host_attr("Qual");
 	PyObject   *list = PyList_New(0);
@@ -426,6 +431,7 @@ shoal_quals_to_py(List *quals, Relation rel, Datum *paramvals, bool *paramnulls,
 	PyObject   *result;
 	TupleDesc	desc = RelationGetDescr(rel);
 	ListCell   *lc;
+	int			nestlevel;
 
 	if (list == NULL || params == NULL || types == NULL)
 		shoal_python_raise("building quals");
@@ -499,9 +505,11 @@ shoal_quals_to_py(List *quals, Relation rel, Datum *paramvals, bool *paramnulls,
 		Py_DECREF(item);
 	}
 
+	nestlevel = text_params && paramvals != NULL ? shoal_portable_output_begin() : -1;
 	for (int i = 0; paramvals != NULL && i < nparams; i++)
 	{
-		PyObject   *value = shoal_datum_to_py(paramvals[i], paramnulls[i], paramtypes[i]);
+		PyObject   *value = text_params ? shoal_datum_to_text_py(paramvals[i], paramnulls[i], paramtypes[i])
+			: shoal_datum_to_py(paramvals[i], paramnulls[i], paramtypes[i]);
 		PyObject   *type = PyLong_FromUnsignedLong(paramtypes[i]);
 
 		if (value == NULL || type == NULL || PyList_Append(params, value) < 0 ||
@@ -517,6 +525,7 @@ shoal_quals_to_py(List *quals, Relation rel, Datum *paramvals, bool *paramnulls,
 		Py_DECREF(value);
 		Py_DECREF(type);
 	}
+	shoal_portable_output_end(nestlevel);
 
 	result = PyObject_CallFunction(shoal_host_attr("Quals"), "NNN", list, params, types);
 	if (result == NULL)

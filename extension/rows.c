@@ -200,6 +200,7 @@ shoal_slot_to_dict(TupleTableSlot *slot, Relation rel, List *attnums, bool as_te
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	PyObject   *dict = PyDict_New();
+	int			nestlevel = as_text ? shoal_portable_output_begin() : -1;
 	ListCell   *lc;
 
 	if (dict == NULL)
@@ -209,20 +210,13 @@ shoal_slot_to_dict(TupleTableSlot *slot, Relation rel, List *attnums, bool as_te
 	{
 		AttrNumber	attnum = lfirst_int(lc);
 		Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
+		Datum		datum = slot->tts_values[attnum - 1];
+		bool		isnull = slot->tts_isnull[attnum - 1];
 		PyObject   *value;
 
-		if (as_text && !slot->tts_isnull[attnum - 1])
-		{
-			/* the type's own text form: exact for every type, whatever Python can represent */
-			Oid			outfunc;
-			bool		varlena;
-
-			getTypeOutputInfo(att->atttypid, &outfunc, &varlena);
-			value = shoal_cstring_to_py(OidOutputFunctionCall(outfunc, slot->tts_values[attnum - 1]));
-		}
-		else
-			value = shoal_datum_to_py(slot->tts_values[attnum - 1], slot->tts_isnull[attnum - 1],
-									  att->atttypid);
+		/* the type's own text form: exact for every type, whatever Python can represent */
+		value = as_text ? shoal_datum_to_text_py(datum, isnull, att->atttypid)
+			: shoal_datum_to_py(datum, isnull, att->atttypid);
 		if (value == NULL || PyDict_SetItemString(dict, NameStr(att->attname), value) < 0)
 		{
 			Py_XDECREF(value);
@@ -231,5 +225,6 @@ shoal_slot_to_dict(TupleTableSlot *slot, Relation rel, List *attnums, bool as_te
 		}
 		Py_DECREF(value);
 	}
+	shoal_portable_output_end(nestlevel);
 	return dict;
 }

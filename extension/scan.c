@@ -21,6 +21,7 @@
 #include "nodes/nodeFuncs.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/ruleutils.h"
 
 typedef struct ShoalScanState
 {
@@ -30,6 +31,7 @@ typedef struct ShoalScanState
 	PyObject   *sortkeys;		/* list of SortKey, or NULL */
 	int			limit;			/* -1: none */
 	bool		exact;
+	bool		text_values;	/* quals.params in their types' text form */
 	List	   *quals;			/* ShoalQual */
 	List	   *param_states;	/* ExprState per $n */
 	Oid		   *param_types;
@@ -159,7 +161,7 @@ start_scan(ForeignScanState *node, ShoalScanState *state)
 		i++;
 	}
 	quals = shoal_quals_to_py(state->quals, node->ss.ss_currentRelation, values, nulls,
-							  state->param_types, state->nparams, state->exact);
+							  state->param_types, state->nparams, state->exact, state->text_values);
 	MemoryContextSwitchTo(old);
 
 	args = Py_BuildValue("(NO)", quals, state->columns);
@@ -201,6 +203,7 @@ shoalBeginForeignScan(ForeignScanState *node, int eflags)
 	state->quals = shoal_quals_from_private(list_nth(private, SHOAL_PRIVATE_QUALS));
 	state->limit = intVal(list_nth(private, SHOAL_PRIVATE_LIMIT));
 	state->exact = intVal(list_nth(private, SHOAL_PRIVATE_EXACT)) != 0;
+	state->text_values = shoal_handler_flag(state->handler, "text_values");
 	shoal_rowmap_init(&state->map, rel, list_nth(private, SHOAL_PRIVATE_COLUMNS));
 	state->columns = shoal_column_names(rel, list_nth(private, SHOAL_PRIVATE_COLUMNS));
 	state->sortkeys = build_sortkeys(list_nth(private, SHOAL_PRIVATE_SORTKEYS), rel);
@@ -345,6 +348,29 @@ shoalEndForeignScan(ForeignScanState *node)
 		release_scan(state);
 }
 
+/* The values of the $n that stand for constants (a handler's constants_as_params). */
+static void
+explain_constant_params(ForeignScan *plan, ExplainState *es)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+	int			n = 0;
+
+	initStringInfo(&buf);
+	foreach(lc, plan->fdw_exprs)
+	{
+		Node	   *expr = lfirst(lc);
+
+		n++;
+		if (!IsA(expr, Const))
+			continue;
+		appendStringInfo(&buf, "%s$%d = %s", buf.len > 0 ? ", " : "", n,
+						 deparse_expression(expr, NIL, false, false));
+	}
+	if (buf.len > 0)
+		ExplainPropertyText("Pushed Constants", buf.data, es);
+}
+
 static void
 shoalExplainForeignScan(ForeignScanState *node, ExplainState *es)
 {
@@ -372,6 +398,7 @@ shoalExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	}
 	if (buf.len > 0)
 		ExplainPropertyText(state->exact ? "Pushed Filter" : "Filter Hints", buf.data, es);
+	explain_constant_params((ForeignScan *) node->ss.ps.plan, es);
 	if (state->sortkeys != NULL)
 	{
 		PyObject   *text = PyObject_CallFunction(shoal_host_attr("describe_sortkeys"), "O",
@@ -385,7 +412,7 @@ shoalExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	if (state->limit >= 0)
 		ExplainPropertyInteger("Pushed Limit", NULL, state->limit, es);
 
-	quals = shoal_quals_to_py(state->quals, rel, NULL, NULL, NULL, 0, state->exact);
+	quals = shoal_quals_to_py(state->quals, rel, NULL, NULL, NULL, 0, state->exact, false);
 	args = Py_BuildValue("(NO)", quals, state->columns);
 	kwargs = scan_kwargs(state);
 	if (PyDict_SetItemString(kwargs, "verbose", es->verbose ? Py_True : Py_False) < 0)

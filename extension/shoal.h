@@ -80,6 +80,9 @@ extern void shoal_typeio_init(ShoalTypeIO *io, Oid typoid, int32 typmod);
 extern PyObject *shoal_datum_to_py(Datum value, bool isnull, Oid typoid);
 extern Datum shoal_py_to_datum(PyObject *obj, ShoalTypeIO *io, bool *isnull);
 extern PyObject *shoal_cstring_to_py(const char *s);
+extern int	shoal_portable_output_begin(void);
+extern void shoal_portable_output_end(int nestlevel);
+extern PyObject *shoal_datum_to_text_py(Datum value, bool isnull, Oid typoid);
 extern PyObject *shoal_options_to_py(List *options);
 
 /* binary.c: PostgreSQL binary COPY tuple data */
@@ -130,6 +133,7 @@ extern PyObject *shoal_slot_to_dict(TupleTableSlot *slot, Relation rel, List *at
 
 /* handlers.c: one Python handler instance per foreign table */
 extern PyObject *shoal_handler_for(Oid relid);
+extern bool shoal_handler_flag(PyObject *handler, const char *attr);
 extern List *shoal_table_options(Oid relid);
 extern void shoal_handlers_init(void);
 extern void shoal_handlers_release_retired(void);
@@ -159,11 +163,11 @@ typedef struct ShoalQual
 } ShoalQual;
 
 extern ShoalQual *shoal_classify_clause(PlannerInfo *root, RelOptInfo *baserel, Expr *clause,
-										List **params);
+										 List **params, bool constants_as_params);
 extern List *shoal_quals_to_private(List *quals);
 extern List *shoal_quals_from_private(List *private);
 extern PyObject *shoal_quals_to_py(List *quals, Relation rel, Datum *paramvals, bool *paramnulls,
-								   Oid *paramtypes, int nparams, bool with_sql_only);
+								   Oid *paramtypes, int nparams, bool with_sql_only, bool text_params);
 
 /* plan.c, scan.c, modify.c: FDW callbacks */
 extern void shoalGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid);

@@ -106,9 +106,51 @@ def test_answers_equal_a_local_table(nodes: tuple[Node, Node], query: str) -> No
 def test_explain_shows_the_remote_sql(nodes: tuple[Node, Node]) -> None:
     n1, _ = nodes
     plan = "\n".join(r[0] for r in rows(n1, "EXPLAIN (VERBOSE) SELECT id, name FROM t WHERE id = 3"))
-    assert 'Remote SQL: SELECT "id", "name" FROM "public"."t_p1" WHERE ((id = 3))' in plan
+    assert 'Remote SQL: SELECT "id", "name" FROM "public"."t_p1" WHERE ((id = $1))' in plan
+    assert "Pushed Constants: $1 = 3" in plan
     plan = "\n".join(r[0] for r in rows(n1, "EXPLAIN SELECT id FROM t ORDER BY id LIMIT 3"))
     assert 'ORDER BY "id" ASC NULLS LAST LIMIT 3' in plan
+
+
+def test_constants_travel_as_parameters(nodes: tuple[Node, Node]) -> None:
+    """The SQL sent is the same whatever the constants: the remote workers plan it once."""
+    n1, _ = nodes
+    sent, remote = set(), 0
+    for value in range(1, 11):
+        plan = [r[0] for r in rows(n1, f"EXPLAIN SELECT id, name FROM t WHERE id = {value} AND name <> 'x'")]
+        if any("Remote SQL: " in line for line in plan):  # the rows of the other node's partition
+            remote += 1
+            sent.update(line.split("Remote SQL: ")[1] for line in plan if "Remote SQL: " in line)
+            assert any(f"Pushed Constants: $1 = 'x'::text, $2 = {value}" in line for line in plan), plan
+    assert remote >= 2 and len(sent) == 1, sent
+
+
+@pytest.mark.parametrize("plan_mode", ["force_custom_plan", "force_generic_plan"])
+def test_values_keep_their_meaning_whatever_the_session_styles(
+    nodes: tuple[Node, Node], plan_mode: str
+) -> None:
+    """Constants, parameters and written values travel in a text form the other node reads back
+    the same, although this session prints dates day first and floats with fewer digits."""
+    n1, _ = nodes
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        conn.execute(f"SET plan_cache_mode = {plan_mode}")
+        conn.execute("SET datestyle = 'SQL, DMY'; SET intervalstyle = 'sql_standard'; "
+                     "SET extra_float_digits = -3")
+        conn.execute("PREPARE styles(timestamptz) AS SELECT id FROM t WHERE at = $1 ORDER BY id")
+        expected = conn.execute("SELECT id FROM expected WHERE at = '2024-01-03 10:00:00+02' ORDER BY id")
+        expected = expected.fetchall()
+        assert len(expected) > 2
+        assert conn.execute("EXECUTE styles('2024-01-03 10:00:00+02')").fetchall() == expected
+        assert conn.execute("SELECT id FROM t WHERE at = '03/01/2024 10:00:00+02' ORDER BY id").fetchall() \
+            == expected
+        assert conn.execute("SELECT id FROM t WHERE at + interval '1 mon 2 days' = '2024-02-05 10:00+02' "
+                            "ORDER BY id").fetchall() == expected
+        conn.execute("BEGIN")
+        conn.execute("UPDATE t SET at = at + interval '1 year 1 mon' WHERE id = ANY(%s)",
+                     ([r[0] for r in expected],))
+        moved = conn.execute("SELECT id FROM t WHERE at = '2025-02-03 10:00:00+02' ORDER BY id").fetchall()
+        conn.execute("ROLLBACK")
+        assert moved == expected
 
 
 def test_generic_plan_pushes_the_parameter(nodes: tuple[Node, Node]) -> None:

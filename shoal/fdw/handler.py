@@ -35,6 +35,11 @@ class ForeignDataWrapper:
     #: shippable clause (not only the simple ones), does not re-check them, and may push LIMIT down.
     exact_quals: bool = False
 
+    #: True to get constants, like values known only at run time, as ``$n`` in each qual's ``sql``
+    #: (their values in ``quals.params``): the SQL of a statement's quals is then the same
+    #: whatever the values, so a plan cache keyed by the SQL serves every execution.
+    constants_as_params: bool = False
+
     #: Rows per call of ``bulk_insert`` for INSERT and COPY (1 = one ``insert`` per row).
     batch_size: int = 1
 
@@ -118,8 +123,10 @@ class ForeignDataWrapper:
         """Delete the row whose ``rowid_column`` is ``rowid``; return the old row or None."""
         raise TypeError(f"{type(self).__name__} does not support DELETE")
 
-    #: True: insert/update get every value as a str in its type's text form (exact for every type,
-    #: where Python objects are not: infinite dates, intervals with months, ranges, JSON text...)
+    #: True: insert/update get every value, and a scan's ``quals.params`` every parameter, as a str
+    #: in its type's text form (exact for every type, where Python objects are not: infinite dates,
+    #: intervals with months, ranges, JSON text...), printed in the styles every node parses back
+    #: (ISO dates, whatever this session's DateStyle).  Each ``Qual.value`` stays a Python object.
     text_values = False
 
     def begin_modify(self, operation: str, on_conflict: str | None = None) -> None:

@@ -27,6 +27,8 @@ class RemotePartition(ForeignDataWrapper):
     """Reads and writes rows of a table on another shoal node."""
 
     exact_quals = True
+    # one remote plan per statement shape, kept by the workers, whatever the values
+    constants_as_params = True
     batch_size = 200
     # UPDATE and DELETE find their rows again by the remote row's address, read by the scan
     # (inside the transaction's block on that node, FOR UPDATE, so it cannot move meanwhile)
@@ -141,10 +143,8 @@ class RemotePartition(ForeignDataWrapper):
         offset: int | None = None,
     ) -> Iterator[bytes]:
         self._check_writes()
-        if not self.exact_quals:
-            params, types = [], []
-        else:
-            params, types = transport.params_as_text(quals.params, quals.param_types), quals.param_types
+        # the parameters come as text (text_values), which the remote node parses back exactly
+        params, types = (quals.params, quals.param_types) if self.exact_quals else ([], [])
         # a scan that reads row addresses is an UPDATE's or DELETE's: it locks them in the block
         stream = transport.run(self._node(), self._select(quals, columns, sortkeys, limit), types, params,
                                write="ctid" in columns)
@@ -168,7 +168,7 @@ class RemotePartition(ForeignDataWrapper):
             skip_conflicts=self._skip_conflicts,
         )
         types = [self.columns[n].type_oid for n in names]
-        params = transport.params_as_text([values[n] for n in names], types)
+        params = [values[n] for n in names]
         stream = transport.run(self._node(), sql, types, params, write=True)
         return b"".join(stream)
 
@@ -180,7 +180,7 @@ class RemotePartition(ForeignDataWrapper):
                                     skip_conflicts=self._skip_conflicts)
         params: list[str | None] = []
         for row in rows:
-            params.extend(transport.params_as_text([row[n] for n in names], types))
+            params.extend([row[n] for n in names])
         self._writes.append(transport.run(self._node(), sql, types * len(rows), params, write=True))
 
     def update(self, rowid: Any, newvalues: dict[str, Any]) -> bytes | None:
@@ -193,7 +193,7 @@ class RemotePartition(ForeignDataWrapper):
         sql = remote_sql.update_sql(self._table_sql(), self._remote_columns(names),
                                     returning=self._remote_columns(list(self.columns)))
         types = [self.columns[n].type_oid for n in names] + [_TID]
-        params = transport.params_as_text([newvalues[n] for n in names], types[:-1]) + [str(rowid)]
+        params = [newvalues[n] for n in names] + [str(rowid)]
         self._check_writes()
         return b"".join(transport.run(self._node(), sql, types, params, write=True))
 
@@ -234,9 +234,7 @@ class RemotePartition(ForeignDataWrapper):
         if not old:
             return None
         row = dict(zip(names, old[0], strict=True))
-        types = {n: self.columns[n].type_oid for n in names}
-        row.update(zip(newvalues, transport.params_as_text(list(newvalues.values()),
-                                                           [types[n] for n in newvalues]), strict=True))
+        row.update(newvalues)  # text already (text_values)
         columns = [c for c in insertable if c in row]
         values = ", ".join(f"${i + 1}::{self.columns[c].type_name}" for i, c in enumerate(columns))
         backend.query(f"INSERT INTO {parent} ({', '.join(remote_sql.quote_ident(c) for c in columns)}) "

@@ -30,7 +30,6 @@ from typing import Any
 
 from shoal.errors import FeatureNotSupported
 from shoal.fdw import backend
-from shoal.fdw.convert import to_text
 from shoal.multiplexer import client as mux
 from shoal.multiplexer.client import RemoteError, Stream
 from shoal.multiplexer.protocol import encode_job
@@ -107,11 +106,6 @@ _participant = _Participant()
 def begin(serializable: bool) -> None:
     """A handler joined the local transaction (its isolation decides the remote ones')."""
     _transaction().serializable = serializable
-
-
-def params_as_text(values: list[Any], types: list[int]) -> list[str | None]:
-    """Values in their types' input syntax: the remote node parses them as this one would."""
-    return [None if v is None else to_text(v, t) for v, t in zip(values, types, strict=True)]
 
 
 def run(node: str, sql: str, types: list[int], params: list[str | None], write: bool,
