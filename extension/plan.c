@@ -33,6 +33,9 @@ typedef struct ShoalRelInfo
 	bool		exact;			/* handler enforces every qual it gets */
 	bool		constants_as_params;	/* its clauses' SQL has $n for constants too */
 	List	   *remote_conds;	/* RestrictInfos shipped */
+	List	   *classified;		/* per baserestrictinfo: its ShoalQual, or NULL */
+	List	   *params;			/* their $n, as classified */
+	bool		reusable;		/* GetForeignPlan may reuse classified (no pseudoconstants) */
 	List	   *local_conds;	/* RestrictInfos checked locally */
 	Bitmapset  *attrs;			/* columns the scan must return */
 	double		startup_cost;
@@ -161,12 +164,15 @@ shoalGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntablei
 	info->startup_cost = option_cost(options, "startup_cost", 100.0);
 	info->tuple_cost = option_cost(options, "tuple_cost", 0.01);
 
+	info->reusable = true;
 	foreach(lc, baserel->baserestrictinfo)
 	{
 		RestrictInfo *ri = lfirst_node(RestrictInfo, lc);
 		ShoalQual  *q = shoal_classify_clause(root, baserel, ri->clause, &params,
 												  info->constants_as_params);
 
+		info->classified = lappend(info->classified, q);
+		info->reusable &= !ri->pseudoconstant;
 		if (q != NULL && (info->exact || q->kind != SHOAL_QUAL_OTHER))
 			shipped = lappend(shipped, q);
 		if (q != NULL && info->exact)
@@ -174,6 +180,7 @@ shoalGetForeignRelSize(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntablei
 		else
 			info->local_conds = lappend(info->local_conds, ri);
 	}
+	info->params = params;
 
 	collect_attrs(&raw, (Node *) baserel->reltarget->exprs, baserel->relid);
 	foreach(lc, info->local_conds)
@@ -520,6 +527,23 @@ shoalGetForeignPaths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid)
 	PG_END_TRY();
 }
 
+/* Whether two lists hold the same pointers in the same order. */
+static bool
+equal_pointers(List *a, List *b)
+{
+	ListCell   *la;
+	ListCell   *lb;
+
+	if (list_length(a) != list_length(b))
+		return false;
+	forboth(la, a, lb, b)
+	{
+		if (lfirst(la) != lfirst(lb))
+			return false;
+	}
+	return true;
+}
+
 ForeignScan *
 shoalGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 					ForeignPath *best_path, List *tlist, List *scan_clauses, Plan *outer_plan)
@@ -534,6 +558,11 @@ shoalGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	Relation	rel;
 	ListCell   *lc;
 
+	/* the clauses classified for the size estimate, unless a parameterized path added some */
+	bool		reuse = info->reusable && equal_pointers(scan_clauses, baserel->baserestrictinfo);
+
+	if (reuse)
+		params = info->params;
 	foreach(lc, scan_clauses)
 	{
 		RestrictInfo *ri = lfirst_node(RestrictInfo, lc);
@@ -541,7 +570,10 @@ shoalGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 
 		if (ri->pseudoconstant)
 			continue;
-		q = shoal_classify_clause(root, baserel, ri->clause, &params, info->constants_as_params);
+		if (reuse)
+			q = list_nth(info->classified, foreach_current_index(lc));
+		else
+			q = shoal_classify_clause(root, baserel, ri->clause, &params, info->constants_as_params);
 		if (q != NULL && (info->exact || q->kind != SHOAL_QUAL_OTHER))
 			quals = lappend(quals, q);
 		if (q == NULL || !info->exact)

@@ -190,24 +190,22 @@ paramize_mutator(Node *node, ParamizeContext *ctx)
 
 /*
  * Deparse with the settings a remote node parses back unambiguously, the
- * same that postgres_fdw sends: ISO dates, full float precision, and
- * everything qualified except pg_catalog.
+ * same that postgres_fdw sends: everything qualified except pg_catalog, and
+ * constants in portable styles (ISO dates...), which are the defaults, so
+ * usually only search_path changes.
  */
 static char *
 deparse_clause(Node *clause, Oid relid)
 {
 	int			nestlevel = NewGUCNestLevel();
+	int			styles;
 	char	   *sql;
 
 	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("datestyle", "ISO", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("intervalstyle", "postgres", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("extra_float_digits", "3", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	styles = shoal_portable_output_begin();
 	sql = deparse_expression(clause, deparse_context_for(get_rel_name(relid), relid), false, false);
+	shoal_portable_output_end(styles);
 	AtEOXact_GUC(true, nestlevel);
 	return sql;
 }
