@@ -3,8 +3,13 @@
  *		The embedded CPython: starting it, calling into it, and turning its
  *		exceptions into PostgreSQL errors.
  *
- * Each backend starts its interpreter on first use.  The backend's thread
- * holds the GIL from then on, except while it waits (see pgmodule.c).  No
+ * The postmaster starts the interpreter and imports shoal's modules when
+ * the library is preloaded, so that every backend inherits them ready
+ * (starting them costs a session's first shoal statement over 100 ms of
+ * CPU, which 64 new clients at once pay together); a backend finishes the
+ * setup on first use, or starts its own interpreter if there is none.  The
+ * backend's thread holds the GIL from then on, except while it waits (see
+ * pgmodule.c).  No
  * PostgreSQL error ever unwinds through Python frames: C calls into Python
  * return normally and a pending exception is converted here, after the
  * Python stack has unwound.
@@ -17,8 +22,12 @@
 #include "miscadmin.h"
 #include "utils/elog.h"
 
-static bool python_started = false;
+static bool python_started = false;	/* the interpreter exists, maybe inherited */
+static bool python_ready = false;	/* ... and this process has set it up */
 static bool python_failed = false;
+
+/* What the postmaster imports for its children: the modules every backend's first query needs. */
+static const char *const preloaded_modules[] = {"shoal.fdw.host", "shoal.fdw.remote"};
 
 /* PostgreSQL's SIGINT and SIGTERM handlers, chained from ours. */
 static void (*pg_sigint_handler) (int) = NULL;
@@ -94,7 +103,7 @@ install_interrupt_handler(void)
 bool
 shoal_python_started(void)
 {
-	return python_started;
+	return python_ready;
 }
 
 static void
@@ -126,19 +135,13 @@ add_python_path(void)
 	pfree(copy);
 }
 
-void
-shoal_python_ensure(void)
+/* Start the interpreter; NULL, or what went wrong (no PostgreSQL error: the postmaster calls it). */
+static const char *
+start_interpreter(void)
 {
 	PyPreConfig preconfig;
 	PyConfig	config;
 	PyStatus	status;
-
-	if (python_started)
-		return;
-	if (python_failed)
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("the embedded Python interpreter failed to start earlier in this session")));
 
 	/*
 	 * The backend owns the locale: Python must not call setlocale().  UTF-8
@@ -149,13 +152,7 @@ shoal_python_ensure(void)
 	preconfig.utf8_mode = 1;
 	status = Py_PreInitialize(&preconfig);
 	if (PyStatus_Exception(status))
-	{
-		python_failed = true;
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("could not pre-initialize Python: %s",
-						status.err_msg ? status.err_msg : "unknown error")));
-	}
+		return status.err_msg ? status.err_msg : "could not pre-initialize Python";
 
 	PyConfig_InitIsolatedConfig(&config);
 	config.install_signal_handlers = 0;
@@ -174,16 +171,68 @@ shoal_python_ensure(void)
 		status = Py_InitializeFromConfig(&config);
 	PyConfig_Clear(&config);
 	if (PyStatus_Exception(status))
+		return status.err_msg ? status.err_msg : "unknown error";
+	python_started = true;
+	return NULL;
+}
+
+/*
+ * In the postmaster (shared_preload_libraries): the interpreter and shoal's
+ * modules, for the children to inherit.  A failure is only a WARNING: each
+ * backend then tries again for itself and reports the error to its client.
+ */
+void
+shoal_python_preload(void)
+{
+	const char *failure = start_interpreter();
+
+	if (failure != NULL)
+	{
+		ereport(WARNING,
+				(errmsg("shoal: could not start Python in the postmaster: %s", failure),
+				 errdetail("Each session starts its own interpreter instead.")));
+		return;
+	}
+	for (int i = 0; i < lengthof(preloaded_modules); i++)
+	{
+		PyObject   *mod = PyImport_ImportModule(preloaded_modules[i]);
+
+		if (mod == NULL)
+		{
+			ereport(WARNING,
+					(errmsg("shoal: could not import %s in the postmaster", preloaded_modules[i]),
+					 errdetail("Sessions import it when they need it, and report the error then.")));
+			PyErr_Clear();
+			continue;
+		}
+		Py_DECREF(mod);
+	}
+}
+
+void
+shoal_python_ensure(void)
+{
+	const char *failure;
+
+	if (python_ready)
+		return;
+	if (python_failed)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("the embedded Python interpreter failed to start earlier in this session")));
+
+	if (python_started)
+		PyOS_AfterFork_Child();	/* the postmaster's: locks, threads, at-fork hooks (random) */
+	else if ((failure = start_interpreter()) != NULL)
 	{
 		python_failed = true;
 		ereport(ERROR,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("could not start the embedded Python interpreter: %s",
-						status.err_msg ? status.err_msg : "unknown error"),
+				 errmsg("could not start the embedded Python interpreter: %s", failure),
 				 errhint("Check shoal.python_executable (now \"%s\"): it should be the python of "
 						 "the environment where shoal is installed.", shoal_python_executable)));
 	}
-	python_started = true;
+	python_ready = true;
 
 	add_python_path();
 	install_interrupt_handler();

@@ -350,6 +350,8 @@ _PG_init(void)
 	shoal_handlers_init();
 	shoal_xact_init();
 	shoal_snapshot_init();
+	if (process_shared_preload_libraries_in_progress)
+		shoal_python_preload();
 
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = shoal_process_utility;

@@ -43,6 +43,7 @@ extern char *shoal_worker_entry;
 
 /* pyhost.c: the embedded interpreter */
 extern void shoal_python_ensure(void);
+extern void shoal_python_preload(void);
 extern bool shoal_python_started(void);
 extern void shoal_python_raise(const char *context) pg_attribute_noreturn();
 extern void shoal_python_warn(const char *context);
