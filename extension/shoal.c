@@ -210,7 +210,7 @@ _PG_init(void)
 	DefineCustomStringVariable("shoal.python_path",
 							   "Directories added to the embedded Python's sys.path.",
 							   "A colon-separated list, put in front of sys.path when a backend "
-							   "starts its interpreter, so that handler modules can be imported.",
+							   "first uses the interpreter, so that handler modules can be imported.",
 							   &shoal_python_path,
 							   "",
 							   PGC_SUSET,

@@ -1,10 +1,32 @@
-"""Helpers of the tests on real shoal clusters: one statement on one node, and where rows live."""
+"""Helpers of the tests on real shoal clusters: a throwaway cluster, one statement on one node, and
+where rows live."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
 import psycopg
 
-from shoal.cluster import Node
+from shoal.cluster import Cluster, Node
+
+
+@contextlib.contextmanager
+def running_cluster(prefix: str, nodes: int, port: int) -> Iterator[Cluster]:
+    """A cluster of ``nodes`` nodes from ``port`` on, in a short temporary directory (Unix socket
+    paths are limited to 107 bytes), destroyed afterwards whatever happened."""
+    parent = Path(tempfile.mkdtemp(prefix=prefix))
+    cluster = Cluster(parent / "c")
+    try:
+        cluster.up(nodes=nodes, port=port)
+        yield cluster
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.destroy()
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def sql(node: Node, query: str, params: tuple = (), **settings: str) -> list[tuple]:

@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import random
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psycopg
 import pytest
-from nodesql import sql
+from nodesql import running_cluster, sql
 
 from shoal.cluster import Cluster, Node
 from shoal.pgbin import pg_bin
@@ -39,19 +36,13 @@ RETRY = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    parent = Path(tempfile.mkdtemp(prefix="shoal-b-"))
-    cluster = Cluster(parent / "c")
-    try:
-        nodes = cluster.up(nodes=3, port=26801)
-        sql(nodes[0], "CREATE TABLE bank (id int PRIMARY KEY, balance bigint NOT NULL) "
-                      "WITH (distributed_by = 'id', num_parts = 6)")
-        sql(nodes[0], "CREATE TABLE transfers (id bigint PRIMARY KEY, src int, dst int, amount int) "
-                      "WITH (distributed_by = 'id', num_parts = 6)")
+    with running_cluster("shoal-b-", nodes=3, port=26801) as cluster:
+        first = cluster.nodes[0]
+        sql(first, "CREATE TABLE bank (id int PRIMARY KEY, balance bigint NOT NULL) "
+                   "WITH (distributed_by = 'id', num_parts = 6)")
+        sql(first, "CREATE TABLE transfers (id bigint PRIMARY KEY, src int, dst int, amount int) "
+                   "WITH (distributed_by = 'id', num_parts = 6)")
         yield cluster
-    finally:
-        with contextlib.suppress(Exception):
-            cluster.destroy()
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture

@@ -7,28 +7,19 @@ others), DDL everywhere and its cleanup, node removal, EXPLAIN.  Ports 26600-266
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
+from nodesql import running_cluster
 
-from shoal.cluster import Cluster, Node
+from shoal.cluster import Node
 
 
 @pytest.fixture(scope="module")
 def nodes() -> Iterator[list[Node]]:
-    parent = Path(tempfile.mkdtemp(prefix="shoal-d-"))
-    cluster = Cluster(parent / "c")
-    try:
-        yield cluster.up(nodes=3, port=26601)
-    finally:
-        with contextlib.suppress(Exception):
-            cluster.destroy()
-        shutil.rmtree(parent, ignore_errors=True)
+    with running_cluster("shoal-d-", nodes=3, port=26601) as cluster:
+        yield cluster.nodes
 
 
 def sql(node: Node, query: str, params: tuple = (), user: str | None = None) -> list[tuple]:

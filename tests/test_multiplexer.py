@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
@@ -20,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from nodesql import running_cluster
 
 from shoal.cluster import Cluster, Node
 from shoal.multiplexer import framing, protocol
@@ -65,18 +64,12 @@ GRANT SELECT ON items TO alice;
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[Cluster, Node, Node]]:
-    parent = Path(tempfile.mkdtemp(prefix="shoal-m-"))
-    cluster = Cluster(parent / "c")
-    try:
-        n1, n2 = cluster.up(nodes=2, port=PORT)
+    with running_cluster("shoal-m-", nodes=2, port=PORT) as cluster:
+        n1, n2 = cluster.nodes
         sql(n2, SCHEMA_N2)
         sql(n1, SCHEMA_N1)
         wait_for_channel(n1, "n2")
         yield cluster, n1, n2
-    finally:
-        with contextlib.suppress(Exception):
-            cluster.destroy()
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 def sql(node: Node, query: str, params: tuple = (), **connect) -> list[tuple]:

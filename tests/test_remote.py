@@ -7,9 +7,7 @@ partition 1 is a shoal_fdw foreign table on n2.  Ports 26300-26399 belong to thi
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from nodesql import running_cluster
 
 from shoal.cluster import Cluster, Node
 from shoal.pgbin import pg_bin
@@ -50,10 +49,8 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def nodes() -> Iterator[tuple[Node, Node]]:
-    parent = Path(tempfile.mkdtemp(prefix="shoal-r-"))
-    cluster = Cluster(parent / "c")
-    try:
-        n1, n2 = cluster.up(nodes=2, port=26301)
+    with running_cluster("shoal-r-", nodes=2, port=26301) as cluster:
+        n1, n2 = cluster.nodes
         with psycopg.connect(n2.conninfo, autocommit=True) as conn:
             conn.execute(SCHEMA_N2)
         with psycopg.connect(n1.conninfo, autocommit=True) as conn:
@@ -63,10 +60,6 @@ def nodes() -> Iterator[tuple[Node, Node]]:
                                 [(*r[:5], psycopg.types.json.Jsonb(r[5])) for r in ROWS])
                 cur.execute("INSERT INTO expected SELECT * FROM t")
         yield n1, n2
-    finally:
-        with contextlib.suppress(Exception):
-            cluster.destroy()
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 def rows(node: Node, query: str, params: tuple = ()) -> list[tuple]:

@@ -9,35 +9,25 @@ half-committed state shows, which proves the test can fail.  Ports 27000-27099 b
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-from nodesql import local_ids, sql
+from nodesql import local_ids, running_cluster, sql
 
-from shoal.cluster import Cluster, Node
+from shoal.cluster import Node
 
 TOTAL = 60 * 100
 
 
 @pytest.fixture(scope="module")
 def nodes() -> Iterator[list[Node]]:
-    parent = Path(tempfile.mkdtemp(prefix="shoal-s-"))
-    cluster = Cluster(parent / "c")
-    try:
-        nodes = cluster.up(nodes=3, port=27001)
-        sql(nodes[0], "CREATE TABLE acct (id int PRIMARY KEY, balance int NOT NULL) "
-                      "WITH (distributed_by = 'id', num_parts = 6)")
-        yield nodes
-    finally:
-        with contextlib.suppress(Exception):
-            cluster.destroy()
-        shutil.rmtree(parent, ignore_errors=True)
+    with running_cluster("shoal-s-", nodes=3, port=27001) as cluster:
+        sql(cluster.nodes[0], "CREATE TABLE acct (id int PRIMARY KEY, balance int NOT NULL) "
+                              "WITH (distributed_by = 'id', num_parts = 6)")
+        yield cluster.nodes
 
 
 @pytest.fixture(autouse=True)

@@ -9,17 +9,14 @@ Ports 26700-26799 belong to this file.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-from nodesql import local_ids, sql
+from nodesql import local_ids, running_cluster, sql
 
 from shoal.cluster import Cluster, Node
 from shoal.pgbin import pg_bin
@@ -27,15 +24,8 @@ from shoal.pgbin import pg_bin
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    parent = Path(tempfile.mkdtemp(prefix="shoal-x-"))
-    cluster = Cluster(parent / "c")
-    try:
-        cluster.up(nodes=3, port=26701)
+    with running_cluster("shoal-x-", nodes=3, port=26701) as cluster:
         yield cluster
-    finally:
-        with contextlib.suppress(Exception):
-            cluster.destroy()
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -225,27 +215,18 @@ def assert_one_deadlock_victim(outcomes: list[object]) -> None:
     assert "deadlock across nodes" in str(victim)
 
 
-def test_deadlock_between_remote_lock_waits(nodes: list[Node]) -> None:
+@pytest.mark.parametrize("waits", ["remote", "local"])
+def test_deadlock_across_nodes_has_one_victim(nodes: list[Node], waits: str) -> None:
+    """Two transactions update a row of n1 and a row of n2 in opposite orders.  "remote": each
+    waits in a worker on the other node; "local": each waits on its own node for the other's
+    remote worker.  Either way no node sees the cycle."""
     n1, n2, _ = nodes
-    x, y = local_ids(n1)[0], local_ids(n2)[0]
-    outcomes = run_deadlock(
-        (n1, [f"UPDATE acct SET balance = balance + 1 WHERE id = {x}",
-              f"UPDATE acct SET balance = balance + 1 WHERE id = {y}"]),
-        (n2, [f"UPDATE acct SET balance = balance + 1 WHERE id = {y}",
-              f"UPDATE acct SET balance = balance + 1 WHERE id = {x}"]))
-    assert_one_deadlock_victim(outcomes)
-    assert balances(n1, (x, y)) == [101, 101]
-
-
-def test_deadlock_between_local_lock_waits(nodes: list[Node]) -> None:
-    """Each transaction waits on its own node for the other's remote worker: no node sees it."""
-    n1, n2, _ = nodes
-    x, y = local_ids(n1)[1], local_ids(n2)[1]
-    outcomes = run_deadlock(
-        (n1, [f"UPDATE acct SET balance = balance + 1 WHERE id = {y}",
-              f"UPDATE acct SET balance = balance + 1 WHERE id = {x}"]),
-        (n2, [f"UPDATE acct SET balance = balance + 1 WHERE id = {x}",
-              f"UPDATE acct SET balance = balance + 1 WHERE id = {y}"]))
+    row = 0 if waits == "remote" else 1  # rows of their own, untouched by the other case
+    x, y = local_ids(n1)[row], local_ids(n2)[row]
+    first, second = (x, y) if waits == "remote" else (y, x)
+    update = "UPDATE acct SET balance = balance + 1 WHERE id = {}"
+    outcomes = run_deadlock((n1, [update.format(first), update.format(second)]),
+                            (n2, [update.format(second), update.format(first)]))
     assert_one_deadlock_victim(outcomes)
     assert balances(n1, (x, y)) == [101, 101]
 
