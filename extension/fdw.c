@@ -19,5 +19,6 @@ shoal_fdw_handler(PG_FUNCTION_ARGS)
 	routine->GetForeignPlan = shoalGetForeignPlan;
 	shoal_register_scan_callbacks(routine);
 	shoal_register_modify_callbacks(routine);
+	shoal_register_direct_callbacks(routine);
 	PG_RETURN_POINTER(routine);
 }

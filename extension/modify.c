@@ -114,8 +114,9 @@ shoalAddForeignUpdateTargets(PlannerInfo *root, Index rtindex, RangeTblEntry *ta
 	add_row_identity_var(root, var, rtindex, ROWID_JUNK_NAME);
 }
 
-static List *
-live_attrs(Relation rel)
+/* The columns a row is made of: not dropped, not generated. */
+List *
+shoal_live_attrs(Relation rel)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	List	   *attrs = NIL;
@@ -139,7 +140,7 @@ shoalPlanForeignModify(PlannerInfo *root, ModifyTable *plan, Index resultRelatio
 	List	   *target_attrs = NIL;
 
 	if (operation == CMD_INSERT)
-		target_attrs = live_attrs(rel);
+		target_attrs = shoal_live_attrs(rel);
 	else if (operation == CMD_UPDATE)
 	{
 		RelOptInfo *relinfo = find_base_rel(root, resultRelation);
@@ -204,7 +205,7 @@ begin_modify(ResultRelInfo *rinfo, CmdType operation, List *target_attrs, bool r
 
 	state->operation = operation;
 	state->target_attrs = target_attrs;
-	state->all_attrs = live_attrs(rel);
+	state->all_attrs = shoal_live_attrs(rel);
 	state->returning = returning;
 	state->handler = Py_NewRef(shoal_handler_for(RelationGetRelid(rel)));
 	state->cleanup.func = release_modify;
@@ -275,7 +276,7 @@ shoalBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo, List *f
 static void
 shoalBeginForeignInsert(ModifyTableState *mtstate, ResultRelInfo *rinfo)
 {
-	begin_modify(rinfo, CMD_INSERT, live_attrs(rinfo->ri_RelationDesc),
+	begin_modify(rinfo, CMD_INSERT, shoal_live_attrs(rinfo->ri_RelationDesc),
 				 rinfo->ri_returningList != NIL, false, on_conflict(mtstate, rinfo->ri_RelationDesc));
 }
 

@@ -304,34 +304,30 @@ classify_simple(ShoalQual *qual, Expr *clause, Index relid, List **params)
 }
 
 /*
- * The shipped form of a clause on baserel, or NULL if it must stay local.
+ * The SQL of an expression on the table at range-table index relid, as the
+ * node holding it evaluates it, or NULL if it must be evaluated here.
  * Values that are not constants are appended to *params (the scan's $n);
- * so are constants if constants_as_params, which makes the clause's SQL the
- * same whatever the values: a remote plan cache keyed by the SQL then hits
- * for the custom plans PostgreSQL makes of statements on partitioned tables.
+ * so are constants if constants_as_params, which makes the SQL the same
+ * whatever the values: a remote plan cache keyed by the SQL then hits for
+ * the custom plans PostgreSQL makes of statements on partitioned tables.
  */
-ShoalQual *
-shoal_classify_clause(PlannerInfo *root, RelOptInfo *baserel, Expr *clause, List **params,
-					  bool constants_as_params)
+char *
+shoal_remote_sql(PlannerInfo *root, Index relid, Expr *expr, List **params,
+				 bool constants_as_params)
 {
-	ShipContext ship = {baserel->relid};
-	ParamizeContext paramize = {baserel->relid, params, constants_as_params};
-	RangeTblEntry *rte = planner_rt_fetch(baserel->relid, root);
-	ShoalQual  *qual;
+	ShipContext ship = {relid};
+	ParamizeContext paramize = {relid, params, constants_as_params};
+	RangeTblEntry *rte = planner_rt_fetch(relid, root);
 	Node	   *remote;
 	List	   *saved = list_copy(*params);
+	char	   *sql = NULL;
 
-	if (ships_walker((Node *) clause, &ship))
+	if (ships_walker((Node *) expr, &ship) || contain_mutable_functions((Node *) expr))
 		return NULL;
-	if (contain_mutable_functions((Node *) clause))
-		return NULL;
-
-	qual = palloc0(sizeof(ShoalQual));
-	classify_simple(qual, clause, baserel->relid, params);
-	remote = paramize_mutator((Node *) clause, &paramize);
+	remote = paramize_mutator((Node *) expr, &paramize);
 	PG_TRY();
 	{
-		qual->sql = deparse_clause(remote, rte->relid);
+		sql = deparse_clause(remote, rte->relid);
 	}
 	PG_CATCH();
 	{
@@ -339,6 +335,28 @@ shoal_classify_clause(PlannerInfo *root, RelOptInfo *baserel, Expr *clause, List
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	return sql;
+}
+
+/* The shipped form of a clause on baserel, or NULL if it must stay local. */
+ShoalQual *
+shoal_classify_clause(PlannerInfo *root, RelOptInfo *baserel, Expr *clause, List **params,
+					  bool constants_as_params)
+{
+	ShoalQual  *qual;
+	List	   *saved = list_copy(*params);
+	char	   *sql;
+
+	qual = palloc0(sizeof(ShoalQual));
+	classify_simple(qual, clause, baserel->relid, params);
+	sql = shoal_remote_sql(root, baserel->relid, clause, params, constants_as_params);
+	if (sql == NULL)
+	{
+		*params = saved;		/* classify_simple may have added the value */
+		pfree(qual);
+		return NULL;
+	}
+	qual->sql = sql;
 	return qual;
 }
 

@@ -140,9 +140,14 @@ scan_kwargs(ShoalScanState *state)
 	return kwargs;
 }
 
-static void
-start_scan(ForeignScanState *node, ShoalScanState *state)
+/*
+ * The scan's Quals, with the values of its parameters now (a nested loop's
+ * outer values included).
+ */
+PyObject *
+shoal_scan_quals(ForeignScanState *node)
 {
+	ShoalScanState *state = node->fdw_state;
 	ExprContext *econtext = node->ss.ps.ps_ExprContext;
 	/* per-tuple memory, reset below: a nested loop starts a scan per outer row */
 	MemoryContext old = MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
@@ -151,9 +156,6 @@ start_scan(ForeignScanState *node, ShoalScanState *state)
 	ListCell   *lc;
 	int			i = 0;
 	PyObject   *quals;
-	PyObject   *args;
-	PyObject   *kwargs;
-	PyObject   *result;
 
 	foreach(lc, state->param_states)
 	{
@@ -163,9 +165,30 @@ start_scan(ForeignScanState *node, ShoalScanState *state)
 	quals = shoal_quals_to_py(state->quals, node->ss.ss_currentRelation, values, nulls,
 							  state->param_types, state->nparams, state->exact, state->text_values);
 	MemoryContextSwitchTo(old);
+	MemoryContextReset(econtext->ecxt_per_tuple_memory);
+	return quals;
+}
 
-	args = Py_BuildValue("(NO)", quals, state->columns);
-	kwargs = scan_kwargs(state);
+/* What the handler returned for the scan: an iterable of rows or binary tuple data. */
+void
+shoal_scan_set_result(ForeignScanState *node, PyObject *result)
+{
+	ShoalScanState *state = node->fdw_state;
+
+	state->iterator = PyObject_GetIter(result);
+	Py_DECREF(result);
+	if (state->iterator == NULL)
+		shoal_python_raise("the handler must return an iterable of rows");
+	state->started = true;
+}
+
+static void
+start_scan(ForeignScanState *node, ShoalScanState *state)
+{
+	PyObject   *args = Py_BuildValue("(NO)", shoal_scan_quals(node), state->columns);
+	PyObject   *kwargs = scan_kwargs(state);
+	PyObject   *result;
+
 	shoal_current_cut = state->cut;
 	PG_TRY();
 	{
@@ -176,16 +199,15 @@ start_scan(ForeignScanState *node, ShoalScanState *state)
 		shoal_current_cut = 0;
 	}
 	PG_END_TRY();
-	state->iterator = PyObject_GetIter(result);
-	Py_DECREF(result);
-	if (state->iterator == NULL)
-		shoal_python_raise("execute must return an iterable");
-	state->started = true;
-	MemoryContextReset(econtext->ecxt_per_tuple_memory);
+	shoal_scan_set_result(node, result);
 }
 
-static void
-shoalBeginForeignScan(ForeignScanState *node, int eflags)
+/*
+ * Set up the scan state; with start, send the scan's request now, or defer
+ * it for snapshot.c.
+ */
+void
+shoal_scan_begin(ForeignScanState *node, int eflags, bool start)
 {
 	ForeignScan *plan = (ForeignScan *) node->ss.ps.plan;
 	Relation	rel = node->ss.ss_currentRelation;
@@ -220,11 +242,17 @@ shoalBeginForeignScan(ForeignScanState *node, int eflags)
 	if (eflags & EXEC_FLAG_EXPLAIN_ONLY)
 		return;
 	shoal_xact_touch(state->handler);
-	if (shoal_defer_scan(node, plan->fs_server))
+	if (!start || shoal_defer_scan(node, plan->fs_server))
 		return;
 	/* send the request now, unless it needs values an outer nested loop has not produced yet */
 	if (!exec_param_walker((Node *) plan->fdw_exprs, NULL))
 		start_scan(node, state);
+}
+
+static void
+shoalBeginForeignScan(ForeignScanState *node, int eflags)
+{
+	shoal_scan_begin(node, eflags, true);
 }
 
 /* The handler of a scan (for snapshot.c). */
@@ -246,15 +274,14 @@ shoal_scan_start_deferred(ForeignScanState *node, int cut)
 		start_scan(node, state);
 }
 
-static TupleTableSlot *
-shoalIterateForeignScan(ForeignScanState *node)
+/* The scan's next row in its scan slot (empty at the end), once it has started. */
+TupleTableSlot *
+shoal_scan_next(ForeignScanState *node)
 {
 	ShoalScanState *state = node->fdw_state;
 	TupleTableSlot *slot = node->ss.ss_ScanTupleSlot;
 	MemoryContext old;
 
-	if (!state->started)
-		start_scan(node, state);
 	MemoryContextReset(state->tuple_cxt);
 	old = MemoryContextSwitchTo(state->tuple_cxt);
 	for (;;)
@@ -319,6 +346,16 @@ shoalIterateForeignScan(ForeignScanState *node)
 	return slot;
 }
 
+static TupleTableSlot *
+shoalIterateForeignScan(ForeignScanState *node)
+{
+	ShoalScanState *state = node->fdw_state;
+
+	if (!state->started)
+		start_scan(node, state);
+	return shoal_scan_next(node);
+}
+
 static void
 shoalReScanForeignScan(ForeignScanState *node)
 {
@@ -339,13 +376,27 @@ shoalReScanForeignScan(ForeignScanState *node)
 	state->started = false;
 }
 
-static void
-shoalEndForeignScan(ForeignScanState *node)
+/* Whether the scan's request has gone (its result set). */
+bool
+shoal_scan_started(ForeignScanState *node)
+{
+	return ((ShoalScanState *) node->fdw_state)->started;
+}
+
+/* Release the scan's Python objects (EndForeignScan). */
+void
+shoal_scan_end(ForeignScanState *node)
 {
 	ShoalScanState *state = node->fdw_state;
 
 	if (state != NULL)
 		release_scan(state);
+}
+
+static void
+shoalEndForeignScan(ForeignScanState *node)
+{
+	shoal_scan_end(node);
 }
 
 /* The values of the $n that stand for constants (a handler's constants_as_params). */
@@ -371,17 +422,14 @@ explain_constant_params(ForeignScan *plan, ExplainState *es)
 		ExplainPropertyText("Pushed Constants", buf.data, es);
 }
 
-static void
-shoalExplainForeignScan(ForeignScanState *node, ExplainState *es)
+/*
+ * EXPLAIN what the scan pushes down (filter, constants, sort, limit); the
+ * handler's Quals without values, for its own explain method.
+ */
+PyObject *
+shoal_scan_explain_quals(ForeignScanState *node, ExplainState *es)
 {
 	ShoalScanState *state = node->fdw_state;
-	Relation	rel = node->ss.ss_currentRelation;
-	PyObject   *quals;
-	PyObject   *args;
-	PyObject   *kwargs;
-	PyObject   *lines;
-	PyObject   *iter;
-	PyObject   *item;
 	StringInfoData buf;
 	ListCell   *lc;
 
@@ -411,13 +459,17 @@ shoalExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	}
 	if (state->limit >= 0)
 		ExplainPropertyInteger("Pushed Limit", NULL, state->limit, es);
+	return shoal_quals_to_py(state->quals, node->ss.ss_currentRelation, NULL, NULL, NULL, 0,
+							 state->exact, false);
+}
 
-	quals = shoal_quals_to_py(state->quals, rel, NULL, NULL, NULL, 0, state->exact, false);
-	args = Py_BuildValue("(NO)", quals, state->columns);
-	kwargs = scan_kwargs(state);
-	if (PyDict_SetItemString(kwargs, "verbose", es->verbose ? Py_True : Py_False) < 0)
-		shoal_python_raise("explain");
-	lines = shoal_call_method_kw(state->handler, "explain", args, kwargs);
+/* EXPLAIN what a handler's explain method returned: lines, or label -> text. */
+void
+shoal_explain_handler_lines(PyObject *lines, ExplainState *es)
+{
+	PyObject   *iter;
+	PyObject   *item;
+
 	if (PyDict_Check(lines))
 	{
 		PyObject   *key;
@@ -455,6 +507,19 @@ shoalExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	if (PyErr_Occurred())
 		shoal_python_raise("explain");
 	shoal_pgmodule_check();
+}
+
+static void
+shoalExplainForeignScan(ForeignScanState *node, ExplainState *es)
+{
+	ShoalScanState *state = node->fdw_state;
+	PyObject   *quals = shoal_scan_explain_quals(node, es);
+	PyObject   *args = Py_BuildValue("(NO)", quals, state->columns);
+	PyObject   *kwargs = scan_kwargs(state);
+
+	if (PyDict_SetItemString(kwargs, "verbose", es->verbose ? Py_True : Py_False) < 0)
+		shoal_python_raise("explain");
+	shoal_explain_handler_lines(shoal_call_method_kw(state->handler, "explain", args, kwargs), es);
 }
 
 void

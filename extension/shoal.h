@@ -163,6 +163,8 @@ typedef struct ShoalQual
 	char	   *sql;			/* the clause deparsed, with $n for params */
 } ShoalQual;
 
+extern char *shoal_remote_sql(PlannerInfo *root, Index relid, Expr *expr, List **params,
+							  bool constants_as_params);
 extern ShoalQual *shoal_classify_clause(PlannerInfo *root, RelOptInfo *baserel, Expr *clause,
 										 List **params, bool constants_as_params);
 extern List *shoal_quals_to_private(List *quals);
@@ -178,6 +180,20 @@ extern ForeignScan *shoalGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, 
 										Plan *outer_plan);
 extern void shoal_register_scan_callbacks(struct FdwRoutine *routine);
 extern void shoal_register_modify_callbacks(struct FdwRoutine *routine);
+extern void shoal_register_direct_callbacks(struct FdwRoutine *routine);
+
+struct ExplainState;
+
+/* scan.c, for direct.c: a ForeignScan node whose rows come from a handler call */
+extern void shoal_scan_begin(ForeignScanState *node, int eflags, bool start);
+extern PyObject *shoal_scan_quals(ForeignScanState *node);
+extern void shoal_scan_set_result(ForeignScanState *node, PyObject *result);
+extern TupleTableSlot *shoal_scan_next(ForeignScanState *node);
+extern bool shoal_scan_started(ForeignScanState *node);
+extern void shoal_scan_end(ForeignScanState *node);
+extern List *shoal_live_attrs(Relation rel);
+extern PyObject *shoal_scan_explain_quals(ForeignScanState *node, struct ExplainState *es);
+extern void shoal_explain_handler_lines(PyObject *lines, struct ExplainState *es);
 
 /* fdw_private of a ForeignScan, by position */
 enum ShoalScanPrivate
@@ -186,7 +202,8 @@ enum ShoalScanPrivate
 	SHOAL_PRIVATE_QUALS,		/* quals, see shoal_quals_to_private */
 	SHOAL_PRIVATE_SORTKEYS,		/* list of (attnum, reversed, nulls_first, collation) */
 	SHOAL_PRIVATE_LIMIT,		/* Integer, -1 for none */
-	SHOAL_PRIVATE_EXACT			/* Integer: handler enforces the quals */
+	SHOAL_PRIVATE_EXACT,		/* Integer: handler enforces the quals */
+	SHOAL_PRIVATE_DIRECT		/* UPDATE/DELETE run whole by the handler, see direct.c */
 };
 
 /* scan.c / snapshot.c: one cut across nodes for a statement's scans */

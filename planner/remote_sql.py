@@ -89,6 +89,31 @@ def update_sql(table: str, columns: Sequence[str], returning: Sequence[str] = ()
     return sql
 
 
+def modify_sql(
+    table: str,
+    operation: str,
+    quals: Quals,
+    assignments: dict[str, str] | None = None,
+    returning: Sequence[str] = (),
+) -> str:
+    """``UPDATE table SET c1 = <sql>, ... WHERE quals`` or ``DELETE FROM table WHERE quals``, with
+    ``$n`` left in place: a whole statement, every row the quals select."""
+    if operation == "UPDATE":
+        if not assignments:
+            raise ValueError("an UPDATE needs at least one assignment")
+        sets = ", ".join(f"{quote_ident(c)} = {sql}" for c, sql in assignments.items())
+        sql = f"UPDATE {table} SET {sets}"
+    elif operation == "DELETE":
+        sql = f"DELETE FROM {table}"
+    else:
+        raise ValueError(f"cannot modify with {operation!r}")
+    if quals.sql:
+        sql += f" WHERE {quals.sql}"
+    if returning:
+        sql += " RETURNING " + ", ".join(quote_ident(c) for c in returning)
+    return sql
+
+
 def delete_sql(table: str, returning: Sequence[str] = ()) -> str:
     """``DELETE FROM table WHERE ctid = $1 [RETURNING ...]``: one row, by address."""
     sql = f"DELETE FROM {table} WHERE ctid = $1"

@@ -157,6 +157,71 @@ def test_generic_plan_pushes_the_parameter(nodes: tuple[Node, Node]) -> None:
             assert conn.execute(f"EXECUTE q({i})").fetchall() == [(i, f"name {i} é")]
 
 
+def explain(conn: psycopg.Connection, sql: str, params: tuple = ()) -> str:
+    return "\n".join(r[0] for r in conn.execute(f"EXPLAIN (VERBOSE, COSTS OFF) {sql}", params or None))
+
+
+def test_update_and_delete_run_whole_on_the_remote_node(nodes: tuple[Node, Node]) -> None:
+    """One statement, one round trip: no scan FOR UPDATE and no UPDATE by ctid per row."""
+    n1, _ = nodes
+    with psycopg.connect(n1.conninfo) as conn:
+        plan = explain(conn, "UPDATE t SET amount = amount + 1 WHERE id = 3")
+        assert "Foreign Update on public.t_p1" in plan
+        assert 'Remote SQL: UPDATE "public"."t_p1" SET "amount" = (amount + $2) WHERE ((id = $1))' in plan
+        assert "Pushed Constants: $1 = 3, $2 = '1'::numeric" in plan and "FOR UPDATE" not in plan
+        plan = explain(conn, "DELETE FROM t WHERE name LIKE 'name 1%' RETURNING id")
+        assert 'Remote SQL: DELETE FROM "public"."t_p1" WHERE ((name ~~ $1)) RETURNING "id", "name"' in plan
+
+        # the same statements on a plain table give the same counts, rows and final state
+        for statement, params in [
+            ("UPDATE {} SET amount = amount * 2, name = upper(name) WHERE id BETWEEN %s AND %s", (5, 40)),
+            ("UPDATE {} SET tags = tags || 'c'::text WHERE tags IS NOT NULL AND id > %s", (150,)),
+            ("DELETE FROM {} WHERE id %% 7 = %s", (3,)),
+            ("UPDATE {} SET doc = doc || '{{\"x\": 1}}' WHERE (doc->>'i')::int < %s", (30,)),
+        ]:
+            got = conn.execute(statement.format("t"), params).rowcount
+            assert got == conn.execute(statement.format("expected"), params).rowcount > 0
+        for statement in ["UPDATE {} SET amount = 0 WHERE id < 60 RETURNING id, name, amount, tableoid > 0",
+                          "DELETE FROM {} WHERE id > 180 RETURNING *"]:
+            got = conn.execute(statement.format("t")).fetchall()
+            assert sorted(got) == sorted(conn.execute(statement.format("expected")).fetchall())
+            assert len(got) > 10
+        assert conn.execute("SELECT * FROM t ORDER BY id").fetchall() == \
+            conn.execute("SELECT * FROM expected ORDER BY id").fetchall()
+        conn.rollback()
+
+
+def test_prepared_update_runs_whole_with_its_parameters(nodes: tuple[Node, Node]) -> None:
+    n1, _ = nodes
+    with psycopg.connect(n1.conninfo) as conn:
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            conn.execute(f"SET plan_cache_mode = {mode}")
+            conn.execute("PREPARE bump(int, numeric) AS UPDATE t SET amount = coalesce(amount, 0) + $2 "
+                         "WHERE id = $1")
+            assert "Foreign Update on public.t_p1" in explain(conn, "EXECUTE bump(3, 1)")
+            for i in range(1, 9):
+                assert conn.execute(f"EXECUTE bump({i}, 2.5)").rowcount == 1
+                conn.execute("UPDATE expected SET amount = coalesce(amount, 0) + 2.5 WHERE id = %s", (i,))
+            conn.execute("DEALLOCATE bump")
+        assert conn.execute("SELECT id, amount FROM t WHERE id < 9 ORDER BY id").fetchall() == \
+            conn.execute("SELECT id, amount FROM expected WHERE id < 9 ORDER BY id").fetchall()
+        conn.rollback()
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE t SET name = name || random()::text WHERE id = 3",  # volatile: computed here, per row
+    "UPDATE t SET name = 'x' WHERE id = 3 AND random() < 2",  # a qual that stays here
+    "UPDATE t SET id = id + 1000 WHERE id = 3",  # the row may move to another partition
+])
+def test_update_that_cannot_run_whole_goes_row_by_row(nodes: tuple[Node, Node], statement: str) -> None:
+    n1, _ = nodes
+    with psycopg.connect(n1.conninfo) as conn:
+        plan = explain(conn, statement)
+        assert "FOR UPDATE" in plan and "Remote SQL: UPDATE" not in plan
+        assert conn.execute(statement).rowcount == 1
+        conn.rollback()
+
+
 def test_insert_commit_and_rollback_reach_the_remote_node(nodes: tuple[Node, Node]) -> None:
     n1, n2 = nodes
     before = remote_count(n2)

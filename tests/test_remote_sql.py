@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from shoal.fdw.quals import Qual, Quals, SortKey
 from shoal.planner import remote_sql
 
@@ -38,3 +40,20 @@ def test_multi_row_insert_numbers_parameters_across_rows() -> None:
     assert remote_sql.insert_sql('"t"', ["a", "b"], rows=3) == (
         'INSERT INTO "t" ("a", "b") VALUES ($1, $2), ($3, $4), ($5, $6)'
     )
+
+
+def test_whole_update_and_delete() -> None:
+    quals = Quals([Qual("id", "=", 3, "(id = $1)")])
+    assert remote_sql.modify_sql('"t"', "UPDATE", quals, {'we"ird': "(b + $2)", "c": "$3"}) == (
+        'UPDATE "t" SET "we""ird" = (b + $2), "c" = $3 WHERE ((id = $1))'
+    )
+    assert remote_sql.modify_sql('"t"', "DELETE", Quals(), returning=["id", "b"]) == (
+        'DELETE FROM "t" RETURNING "id", "b"'
+    )
+
+
+def test_whole_modification_refuses_what_it_cannot_write() -> None:
+    with pytest.raises(ValueError, match="at least one assignment"):
+        remote_sql.modify_sql('"t"', "UPDATE", Quals(), {})
+    with pytest.raises(ValueError, match="cannot modify"):
+        remote_sql.modify_sql('"t"', "INSERT", Quals())

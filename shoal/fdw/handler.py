@@ -129,6 +129,30 @@ class ForeignDataWrapper:
     #: (ISO dates, whatever this session's DateStyle).  Each ``Qual.value`` stays a Python object.
     text_values = False
 
+    #: True: an UPDATE or DELETE whose quals this handler enforces (``exact_quals``) and whose new
+    #: values the other side can compute may run whole through ``modify_directly``, instead of a
+    #: scan for the rows' ``rowid_column`` followed by ``update``/``delete`` per row.
+    direct_modify = False
+
+    def modify_directly(
+        self, operation: str, quals: Quals, assignments: dict[str, str], returning: list[str] | None
+    ) -> int | Iterable[bytes]:
+        """Run ``operation`` (``UPDATE`` or ``DELETE``) on the rows the quals select, in one go.
+
+        ``assignments`` maps each column an UPDATE sets to its new value's SQL, deparsed like a
+        qual's (the table's columns by name, ``$n`` for values in ``quals.params``).  Without
+        ``returning``, return the number of rows modified; with it (the table's columns), return
+        binary tuple data of those columns of each row modified, as stored or as deleted.
+        """
+        raise TypeError(f"{type(self).__name__} does not implement modify_directly()")
+
+    def explain_modify(
+        self, operation: str, quals: Quals, assignments: dict[str, str], returning: list[str] | None,
+        verbose: bool = False,
+    ) -> Iterable[str] | Mapping[str, str]:
+        """Lines (or label -> text) that EXPLAIN shows for ``modify_directly``."""
+        return ()
+
     def begin_modify(self, operation: str, on_conflict: str | None = None) -> None:
         """A statement starts modifying this table (``INSERT``, ``UPDATE``, ``DELETE``; COPY and
         tuple routing are ``INSERT``).  ``on_conflict="nothing"``: an ``INSERT ... ON CONFLICT DO

@@ -155,6 +155,35 @@ class RemotePartition(ForeignDataWrapper):
 
     # -- writes -------------------------------------------------------------------------------
 
+    # An UPDATE or DELETE of rows chosen by quals alone goes as one statement: one round trip.
+    direct_modify = True
+
+    def modify_directly(
+        self, operation: str, quals: Quals, assignments: dict[str, str], returning: list[str] | None
+    ) -> int | Iterator[bytes]:
+        self._check_writes()
+        sql = self._modify_sql(operation, quals, assignments, returning)
+        stream = transport.run(self._node(), sql, quals.param_types, quals.params, write=True)
+        if returning is None:
+            return stream.wait()[1]
+        return _read(stream)
+
+    def explain_modify(self, operation, quals, assignments, returning, verbose=False):
+        return {"Node": self.node or "",
+                "Remote SQL": self._modify_sql(operation, quals, assignments, returning)}
+
+    def _modify_sql(self, operation: str, quals: Quals, assignments: dict[str, str],
+                    returning: list[str] | None) -> str:
+        key = (operation, tuple(assignments.items()), tuple(q.sql for q in quals), tuple(returning or ()))
+        sql = self._sql_cache.get(key)
+        if sql is None:
+            if len(self._sql_cache) >= 256:
+                self._sql_cache.clear()
+            remote = {self._remote_name[c]: expr for c, expr in assignments.items()}
+            sql = self._sql_cache[key] = remote_sql.modify_sql(
+                self._table_sql(), operation, quals, remote, self._remote_columns(returning or []))
+        return sql
+
     def begin_modify(self, operation: str, on_conflict: str | None = None) -> None:
         self._skip_conflicts = on_conflict == "nothing"
 
