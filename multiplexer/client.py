@@ -103,6 +103,7 @@ class MuxClient:
             self._poll.register(self.fd, select.POLLIN)
         self.streams: dict[int, Stream] = {}
         self._next_req = 0
+        self._deferred: list[list[Any]] = []  # messages to send with the next one
         self._awaiting: set[int] = set()  # pings and stats requests waiting for their reply
         self._replies: dict[int, list] = {}
 
@@ -110,19 +111,34 @@ class MuxClient:
         self._next_req = (self._next_req + 1) & 0x7FFFFFFF
         return self._next_req
 
-    def send(self, kind: Kind, node: str, req: int, xact: str | None, payload: Any) -> None:
+    def send(self, kind: Kind, node: str, req: int, xact: str | None, payload: Any,
+             defer: bool = False) -> None:
+        """Send a message, with the deferred ones before it in the same frame (one system call);
+        ``defer``: keep it for the next message or wait instead."""
+        self._deferred.append([kind, node, b"", req, xact, payload])
+        if not defer:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the deferred messages now."""
+        if not self._deferred:
+            return
+        messages, self._deferred = self._deferred, []
         try:
-            self.sock.sendall(framing.encode(protocol.pack([[kind, node, b"", req, xact, payload]])))
+            self.sock.sendall(framing.encode(protocol.pack(messages)))
         except OSError:
             self._lost()
 
-    def request(self, node: str, job: bytes, xact: str | None = None, control: bool = False) -> Stream:
+    def request(self, node: str, job: bytes, xact: str | None = None, control: bool = False,
+                defer: bool = False) -> Stream:
         """Send a job to ``node``; its answer streams back into the returned Stream.  ``control``:
-        a job that takes no locks (COMMIT PREPARED...), served ahead of the others."""
+        a job that takes no locks (COMMIT PREPARED...), served ahead of the others.  ``defer``:
+        the job leaves with the next message sent, or when this process next waits (a BEGIN goes
+        with the transaction's first statement there)."""
         req = self._req()
         stream = Stream(self, node, req)
         self.streams[req] = stream
-        self.send(Kind.CONTROL if control else Kind.QUERY, node, req, xact, job)
+        self.send(Kind.CONTROL if control else Kind.QUERY, node, req, xact, job, defer)
         return stream
 
     def ping(self, node: str, payload: bytes = b"") -> None:
@@ -151,6 +167,7 @@ class MuxClient:
         """Receive until ready() holds.  Inside a backend the wait sleeps on the backend's latch,
         so that cancel and statement_timeout interrupt it."""
         waited = 0.0
+        self.flush()
         while not ready():
             if timeout is not None and waited >= timeout:
                 raise TimeoutError("the multiplexer did not answer")

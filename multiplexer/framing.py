@@ -105,6 +105,10 @@ class FramedSocket:
             if not data:
                 return None
             frames.extend(self.reader.feed(data))
+            if len(data) < READ_BYTES:
+                # drained, most likely: the poller reports whatever comes next, so save the
+                # system call that would only say EAGAIN
+                return frames
 
     def queue(self, frame: bytes) -> None:
         self.out += encode(frame)

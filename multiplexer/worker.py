@@ -106,6 +106,11 @@ class JobRunner:
     def _run(self, job: dict) -> tuple[str, int]:
         op = job["op"]
         pg = self.pg
+        # a transaction's first job here opens its block (and savepoints) on the way
+        if "begin" in job:
+            pg.begin(job["begin"], False)
+        for name in job.get("savepoints", ()):
+            pg.savepoint(name)
         if op == "execute":
             return pg.execute(
                 job["sql"], job.get("types", []), job.get("params", []), job.get("binary", False),

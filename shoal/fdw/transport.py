@@ -41,7 +41,6 @@ class _LocalTransaction:
     serializable: bool = False
     _key: str | None = None
     depth: dict[str, int] = field(default_factory=dict)  # node -> remote nesting (1: block open)
-    pending: list[Stream] = field(default_factory=list)  # control jobs sent, not yet confirmed
     prepared: list[str] = field(default_factory=list)  # nodes holding the prepared transaction
     written: set[str] = field(default_factory=set)  # nodes written on (the others only read)
     gid: str = ""  # the prepared transaction's name, once there is one
@@ -115,16 +114,16 @@ def run(node: str, sql: str, types: list[int], params: list[str | None], write: 
     client = mux.connect()
     xact = _transaction() if write or (_current is not None and node in _current.depth) else None
     key = None
+    extra: dict[str, Any] = {} if cache else {"cache": False}  # the worker's default: keep the plan
     if xact is not None:
         if write:
             xact.written.add(node)
         if not xact.joined:
             _join(xact)
-        _enter(client, xact, node)
+        extra.update(_enter(xact, node))
         key = xact.key
     elif cut := backend.current_cut():
         key = snapshots.block(cut, node)  # the statement reads one cut: in its block on that node
-    extra = {} if cache else {"cache": False}  # the worker's default: keep the plan
     job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
                      role=backend.current_role(), **extra)
     return client.request(node, job, key)
@@ -179,39 +178,39 @@ def _slots() -> int:
     return _slots_cache[1]
 
 
-def _enter(client: mux.MuxClient, xact: _LocalTransaction, node: str) -> None:
-    """Open the block on ``node`` and the savepoints the local transaction has now (pipelined:
-    their confirmations are checked before the next commit point)."""
+def _enter(xact: _LocalTransaction, node: str) -> dict[str, Any]:
+    """The fields that open the block on ``node`` and the savepoints the local transaction has
+    now, for the job about to go there: they travel with it, one message and one answer."""
+    fields: dict[str, Any] = {}
     depth = xact.depth.get(node, 0)
     if depth == 0:
         # the handlers' begin(serializable) is Multicorn's "uses a transaction snapshot", true in
         # REPEATABLE READ too: ask for the level itself
         serializable = xact.serializable and backend.setting("transaction_isolation") == "serializable"
-        isolation = "serializable" if serializable else "repeatable read"
-        xact.pending.append(client.request(node, encode_job("begin", isolation=isolation), xact.key))
+        fields["begin"] = "serializable" if serializable else "repeatable read"
         depth = 1
     level = backend.nest_level()
-    while depth < level:
-        depth += 1
-        xact.pending.append(client.request(node, encode_job("savepoint", name=f"s{depth}"), xact.key))
+    if depth < level:
+        fields["savepoints"] = [f"s{d}" for d in range(depth + 1, level + 1)]
+        depth = level
     xact.depth[node] = depth
+    return fields
 
 
 def _control(xact: _LocalTransaction, nodes: list[str], op: str, done: list[str] | None = None,
              **fields: Any) -> None:
-    """Run a control job on several nodes at once and wait for all (and for the jobs still
-    pending); the nodes that succeeded go into ``done``, then the first error is raised."""
+    """Run a control job on several nodes at once and wait for all; the nodes that succeeded go
+    into ``done``, then the first error is raised."""
     client = mux.connect()
-    streams = [(node, client.request(node, encode_job(op, **fields), xact.key)) for node in nodes]
+    streams = [(node, client.request(node, encode_job(op, **fields), xact.key, defer=True)) for node in nodes]
     first: RemoteError | None = None
-    for node, stream in [*((None, s) for s in xact.pending), *streams]:
+    for node, stream in streams:
         try:
             stream.wait()
-            if node is not None and done is not None:
+            if done is not None:
                 done.append(node)
         except RemoteError as exc:
             first = first or exc
-    xact.pending = []
     if first is not None:
         raise first
 
@@ -275,7 +274,7 @@ def finish(committed: bool) -> None:
     client = mux.connect()
     op = "commit_prepared" if committed else "rollback_prepared"
     # to the worker that prepared, which holds the node's gate until then
-    streams = [(node, client.request(node, encode_job(op, gid=xact.gid), xact.key, control=True))
+    streams = [(node, client.request(node, encode_job(op, gid=xact.gid), xact.key, control=True, defer=True))
                for node in xact.prepared]
     for node, stream in streams:
         try:
