@@ -2,7 +2,7 @@
 
 The extension calls these methods; a handler overrides what it supports.  Planning methods run
 once per plan, ``execute`` once per scan (again on rescan), the modification methods once per row
-and the transaction callbacks at the transaction's boundaries, for every handler the transaction
+(``modify_directly`` once per statement) and the transaction callbacks at the transaction's boundaries, for every handler the transaction
 used.
 """
 
