@@ -208,6 +208,22 @@ def test_prepared_update_runs_whole_with_its_parameters(nodes: tuple[Node, Node]
         conn.rollback()
 
 
+def test_error_of_a_whole_update_keeps_its_sqlstate_and_the_transaction_recovers(
+    nodes: tuple[Node, Node]
+) -> None:
+    n1, _ = nodes
+    with psycopg.connect(n1.conninfo) as conn:
+        before = conn.execute("SELECT amount FROM t WHERE id = 3").fetchone()
+        conn.execute("SAVEPOINT s")
+        assert "Foreign Update" in explain(conn, "UPDATE t SET amount = amount / 0 WHERE id = 3")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("UPDATE t SET amount = amount / 0 WHERE id = 3")
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        assert conn.execute("UPDATE t SET amount = 1 WHERE id = 3").rowcount == 1
+        conn.rollback()
+        assert conn.execute("SELECT amount FROM t WHERE id = 3").fetchone() == before
+
+
 @pytest.mark.parametrize("statement", [
     "UPDATE t SET name = name || random()::text WHERE id = 3",  # volatile: computed here, per row
     "UPDATE t SET name = 'x' WHERE id = 3 AND random() < 2",  # a qual that stays here
