@@ -2,8 +2,8 @@
 
 The extension calls these methods; a handler overrides what it supports.  Planning methods run
 once per plan, ``execute`` once per scan (again on rescan), the modification methods once per row
-(``modify_directly`` once per statement) and the transaction callbacks at the transaction's boundaries, for every handler the transaction
-used.
+(``modify_directly`` once per statement) and the transaction callbacks at the transaction's
+boundaries, for every handler the transaction used.
 """
 
 from __future__ import annotations
