@@ -13,12 +13,14 @@
  *
  * PostgreSQL asks only when nothing must run here per row (row triggers,
  * stored generated columns, WITH CHECK OPTION); we also decline when the
- * UPDATE may move rows between partitions, which the row path does.
+ * UPDATE sets a partition key column, through the parent or not: the row
+ * path moves such rows to their new partition.
  *-------------------------------------------------------------------------
  */
 #include "shoal.h"
 
 #include "access/table.h"
+#include "catalog/partition.h"
 #include "commands/explain.h"
 #include "executor/executor.h"
 #include "foreign/fdwapi.h"
@@ -26,6 +28,8 @@
 #include "optimizer/pathnode.h"
 #include "parser/parsetree.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/partcache.h"
 #include "utils/rel.h"
 
 /* SHOAL_PRIVATE_DIRECT, by position */
@@ -60,6 +64,42 @@ result_scan(ModifyTable *plan, Index resultRelation, int subplan_index)
 		((ForeignScan *) subplan)->scan.scanrelid != resultRelation)
 		return NULL;
 	return (ForeignScan *) subplan;
+}
+
+/*
+ * Whether an UPDATE setting these columns of relid may change the partition
+ * key of a partitioned table above it, also when it targets the partition
+ * itself (partColsUpdated covers an UPDATE of the parent only).
+ */
+static bool
+sets_partition_key(Oid relid, List *targets)
+{
+	List	   *ancestors = get_partition_ancestors(relid);
+	ListCell   *lc;
+
+	foreach(lc, ancestors)
+	{
+		Relation	parent = table_open(lfirst_oid(lc), NoLock);
+		PartitionKey key = RelationGetPartitionKey(parent);
+		bool		found = false;
+
+		for (int i = 0; i < key->partnatts && !found; i++)
+		{
+			AttrNumber	attnum;
+
+			if (key->partattrs[i] == 0)
+				found = true;	/* an expression: it may read any column */
+			else
+			{
+				attnum = get_attnum(relid, get_attname(RelationGetRelid(parent), key->partattrs[i], false));
+				found = list_member_int(targets, attnum);
+			}
+		}
+		table_close(parent, NoLock);
+		if (found)
+			return true;
+	}
+	return false;
 }
 
 static bool
@@ -115,6 +155,8 @@ shoalPlanDirectModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation
 			exprs = lappend(exprs, makeString(sql));
 		}
 	}
+	if (targets != NIL && get_rel_relispartition(rte->relid) && sets_partition_key(rte->relid, targets))
+		return false;
 	if (returning)
 	{
 		Relation	rel = table_open(rte->relid, NoLock);
@@ -160,10 +202,15 @@ direct_args(ForeignScanState *node, PyObject *quals)
 	for (int i = 0; i < list_length(exprs); i++)
 	{
 		PyObject   *sql = shoal_cstring_to_py(strVal(list_nth(exprs, i)));
+		int			failed = PyDict_SetItem(assignments, PyList_GET_ITEM(names, i), sql);
 
-		if (PyDict_SetItem(assignments, PyList_GET_ITEM(names, i), sql) < 0)
-			shoal_python_raise("building assignments");
 		Py_DECREF(sql);
+		if (failed < 0)
+		{
+			Py_DECREF(names);
+			Py_DECREF(assignments);
+			shoal_python_raise("building assignments");
+		}
 	}
 	Py_DECREF(names);
 	if (boolVal(list_nth(private, SHOAL_DIRECT_RETURNING)))
@@ -201,17 +248,21 @@ shoalIterateDirectModify(ForeignScanState *node)
 		if (!returning)
 		{
 			long long	rows = PyLong_AsLongLong(result);
+			PyObject   *nothing;
 
 			Py_DECREF(result);
 			if (rows < 0)
 			{
-				if (PyErr_Occurred())
-					shoal_python_raise("modify_directly must return the number of rows");
-				rows = 0;
+				if (!PyErr_Occurred())
+					PyErr_Format(PyExc_ValueError, "%lld rows", rows);
+				shoal_python_raise("modify_directly must return the number of rows");
 			}
 			if (set_processed)
 				estate->es_processed += rows;
-			shoal_scan_set_result(node, PyList_New(0));
+			/* no rows to return: the scan has started and is at its end */
+			if ((nothing = PyTuple_New(0)) == NULL)
+				shoal_python_raise("modify_directly");
+			shoal_scan_set_result(node, nothing);
 		}
 		else
 			shoal_scan_set_result(node, result);

@@ -228,6 +228,7 @@ def test_error_of_a_whole_update_keeps_its_sqlstate_and_the_transaction_recovers
     "UPDATE t SET name = name || random()::text WHERE id = 3",  # volatile: computed here, per row
     "UPDATE t SET name = 'x' WHERE id = 3 AND random() < 2",  # a qual that stays here
     "UPDATE t SET id = id + 1000 WHERE id = 3",  # the row may move to another partition
+    "UPDATE t_p1 SET id = id + 1000 WHERE id = 3",  # so it may when the partition is the target
 ])
 def test_update_that_cannot_run_whole_goes_row_by_row(nodes: tuple[Node, Node], statement: str) -> None:
     n1, _ = nodes
