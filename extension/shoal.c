@@ -113,10 +113,15 @@ distributed_copy_to(PlannedStmt *pstmt)
  * conflict target cannot be inferred on the parent.  Each partition has
  * the unique constraints (which include the distribution key), so the
  * statement checks them all instead, as ON CONFLICT without a target does.
+ *
+ * And the plans of prepared statements that prune partitions at executor
+ * start get the cost of what they will run (pruning.c).
  */
 static PlannedStmt *
 shoal_planner(Query *parse, const char *query_string, int cursorOptions, ParamListInfo boundParams)
 {
+	PlannedStmt *result;
+
 	if (parse->commandType == CMD_INSERT && parse->onConflict != NULL &&
 		(parse->onConflict->arbiterElems != NIL || OidIsValid(parse->onConflict->constraint)))
 	{
@@ -131,8 +136,11 @@ shoal_planner(Query *parse, const char *query_string, int cursorOptions, ParamLi
 		}
 	}
 	if (prev_planner)
-		return prev_planner(parse, query_string, cursorOptions, boundParams);
-	return standard_planner(parse, query_string, cursorOptions, boundParams);
+		result = prev_planner(parse, query_string, cursorOptions, boundParams);
+	else
+		result = standard_planner(parse, query_string, cursorOptions, boundParams);
+	shoal_cost_initial_pruning(result);
+	return result;
 }
 
 /*

@@ -218,6 +218,9 @@ extern bool shoal_gate_acquire(bool write, bool wait, bool session);
 extern void shoal_gate_release(bool write, bool session);
 extern void shoal_refresh_snapshot(void);
 
+/* pruning.c: generic plans cost what they run after initial pruning */
+extern void shoal_cost_initial_pruning(PlannedStmt *stmt);
+
 /* xact.c: transaction callbacks reach the handlers a transaction used */
 extern void shoal_xact_init(void);
 extern void shoal_xact_touch(PyObject *handler);
