@@ -105,6 +105,23 @@ def test_explain_shows_the_remote_sql(nodes: tuple[Node, Node]) -> None:
     assert 'ORDER BY "id" ASC NULLS LAST LIMIT 3' in plan
 
 
+def test_row_estimates_follow_the_remote_statistics(nodes: tuple[Node, Node]) -> None:
+    """A lookup by value finds rows / distinct values, as the remote node's ANALYZE counted them."""
+    n1, n2 = nodes
+    rows(n2, "ANALYZE t_p1")
+    remote = remote_count(n2)
+    days = rows(n2, "SELECT count(DISTINCT at) FROM t_p1")[0][0]
+
+    def estimate(where: str) -> float:
+        plan = rows(n1, f"EXPLAIN (FORMAT JSON) SELECT * FROM t_p1 WHERE {where}")[0][0][0]["Plan"]
+        return plan["Plan Rows"]
+
+    assert estimate("true") == remote
+    assert estimate("id = 3") == 1
+    assert estimate("at = '2024-01-03 10:00:00+02'") == round(remote / days) > 1
+    assert estimate("id > 3") == round(remote * 0.33)
+
+
 def test_constants_travel_as_parameters(nodes: tuple[Node, Node]) -> None:
     """The SQL sent is the same whatever the constants: the remote workers plan it once."""
     n1, _ = nodes

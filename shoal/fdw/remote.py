@@ -44,6 +44,7 @@ class RemotePartition(ForeignDataWrapper):
             self.exact_quals = False
         self._table: str | None = None
         self._rows_estimate: float | None = None
+        self._distinct: dict[str, float] = {}
         self._sql_cache: dict[tuple, str] = {}  # a plan's scans all send the same SQL
         self._writes: list[Stream] = []  # batches sent, checked at the end of the statement
         self._skip_conflicts = False  # INSERT ... ON CONFLICT DO NOTHING
@@ -103,23 +104,37 @@ class RemotePartition(ForeignDataWrapper):
     # -- planning -----------------------------------------------------------------------------
 
     def get_rel_size(self, quals: Quals, columns: list[str]) -> tuple[float, int]:
+        rows, distinct = self._statistics()
+        estimate = rows
+        for qual in quals:
+            if qual.operator == "=" and qual.value is not None:  # a ParamValue counts: a lookup
+                column = self._remote_name.get(qual.field_name or "")
+                estimate *= 1.0 / distinct[column] if column in distinct else 0.005
+            elif qual.field_name is not None:
+                estimate *= 0.33
+        return max(estimate, 1.0), 32 * max(len(columns), 1)
+
+    def _statistics(self) -> tuple[float, dict[str, float]]:
+        """The remote table's row count and its columns' numbers of distinct values, as the remote
+        node's ANALYZE saw them (those the caller may read), asked once."""
         if self._rows_estimate is None:
             stream = transport.run(
                 self._node(),
-                "SELECT greatest(c.reltuples, 0)::text FROM pg_catalog.pg_class c "
+                "SELECT greatest(c.reltuples, 0)::text, s.attname::text, s.n_distinct::text "
+                "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "LEFT JOIN pg_catalog.pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname "
                 "WHERE c.oid = $1::regclass",
                 [25], [self._table_sql()], write=False,
             )
-            rows = decode_text_tuples(b"".join(stream))
-            self._rows_estimate = float(rows[0][0]) if rows and rows[0][0] else 1000.0
-            self._rows_estimate = self._rows_estimate or 1000.0
-        rows = self._rows_estimate
-        for qual in quals:
-            if qual.operator == "=" and qual.value is not None:  # a ParamValue counts: a lookup
-                rows *= 0.005
-            elif qual.field_name is not None:
-                rows *= 0.33
-        return max(rows, 1.0), 32 * max(len(columns), 1)
+            found = decode_text_tuples(b"".join(stream))
+            rows = float(found[0][0]) if found and found[0][0] else 0.0
+            self._rows_estimate = rows or 1000.0
+            # n_distinct < 0 is a fraction of the rows: distinct values grow with the table
+            self._distinct = {
+                name: max(float(n) if float(n) > 0 else -float(n) * self._rows_estimate, 1.0)
+                for _, name, n in found if name is not None and n is not None and float(n) != 0
+            }
+        return self._rows_estimate, self._distinct
 
     def can_sort(self, sortkeys: list[SortKey]) -> list[SortKey]:
         granted = []
