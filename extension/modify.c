@@ -37,6 +37,9 @@ typedef struct ShoalModifyState
 	bool		returning;
 	int			batch_size;
 	bool		text_values;	/* the handler takes values in their types' text form */
+	/* INSERT ... ON CONFLICT DO UPDATE: the statement, and its clause's values evaluated here */
+	ModifyTableState *upsert;
+	List	   *upsert_exprs;
 	/* rows an UPDATE moves into this table, when it is one of the UPDATE's targets too */
 	struct ShoalModifyState *routed;
 	ShoalRowMap map;			/* for rows the handler returns */
@@ -174,28 +177,35 @@ release_modify(void *arg)
 
 /*
  * The ON CONFLICT clause of the statement: DO NOTHING goes to the handler
- * (begin_modify's on_conflict="nothing"); DO UPDATE cannot be sent on.
+ * (begin_modify's on_conflict="nothing"), DO UPDATE to those that say
+ * upsert = True (see upsert.c).
  */
 static OnConflictAction
-on_conflict(ModifyTableState *mtstate, Relation rel)
+on_conflict(ModifyTableState *mtstate)
 {
-	OnConflictAction action;
-
 	if (mtstate == NULL || mtstate->ps.plan == NULL)
 		return ONCONFLICT_NONE;
-	action = ((ModifyTable *) mtstate->ps.plan)->onConflictAction;
-	if (action == ONCONFLICT_UPDATE)
+	return ((ModifyTable *) mtstate->ps.plan)->onConflictAction;
+}
+
+static PyObject *
+begin_upsert(ShoalModifyState *state, ModifyTableState *mtstate, Relation rel)
+{
+	if (!shoal_handler_flag(state->handler, "upsert"))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("INSERT ... ON CONFLICT DO UPDATE is not supported for a row that goes to "
 						"foreign table \"%s\"", RelationGetRelationName(rel)),
-				 errhint("ON CONFLICT DO NOTHING is; so is DO UPDATE for rows of local partitions.")));
-	return action;
+				 errhint("Its handler does not say upsert = True; ON CONFLICT DO NOTHING works.")));
+	state->upsert = mtstate;
+	return Py_BuildValue("{s:s,s:N}", "on_conflict", "update", "conflict_update",
+						 shoal_upsert_clause(mtstate, list_length(state->target_attrs) + 1,
+											 &state->upsert_exprs));
 }
 
 static ShoalModifyState *
-begin_modify(ResultRelInfo *rinfo, CmdType operation, List *target_attrs, bool returning,
-			 bool explain_only, OnConflictAction conflict)
+begin_modify(ModifyTableState *mtstate, ResultRelInfo *rinfo, CmdType operation, List *target_attrs,
+			 bool returning, bool explain_only, OnConflictAction conflict)
 {
 	Relation	rel = rinfo->ri_RelationDesc;
 	ShoalModifyState *state = palloc0(sizeof(ShoalModifyState));
@@ -239,6 +249,9 @@ begin_modify(ResultRelInfo *rinfo, CmdType operation, List *target_attrs, bool r
 	if (conflict == ONCONFLICT_NOTHING)
 		result = shoal_call_method_kw(state->handler, "begin_modify", Py_BuildValue("(s)", opname),
 									  Py_BuildValue("{s:s}", "on_conflict", "nothing"));
+	else if (conflict == ONCONFLICT_UPDATE)
+		result = shoal_call_method_kw(state->handler, "begin_modify", Py_BuildValue("(s)", opname),
+									  begin_upsert(state, mtstate, rel));
 	else
 		result = shoal_call_method(state->handler, "begin_modify", Py_BuildValue("(s)", opname));
 	Py_DECREF(result);
@@ -252,10 +265,9 @@ shoalBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo, List *f
 	ShoalModifyState *state;
 	CmdType		operation = mtstate->operation;
 
-	state = begin_modify(rinfo, operation, linitial(fdw_private), boolVal(lsecond(fdw_private)),
+	state = begin_modify(mtstate, rinfo, operation, linitial(fdw_private), boolVal(lsecond(fdw_private)),
 						 (eflags & EXEC_FLAG_EXPLAIN_ONLY) != 0,
-						 operation == CMD_INSERT ? on_conflict(mtstate, rinfo->ri_RelationDesc) :
-						 ONCONFLICT_NONE);
+						 operation == CMD_INSERT ? on_conflict(mtstate) : ONCONFLICT_NONE);
 	if (operation == CMD_UPDATE || operation == CMD_DELETE)
 	{
 		Plan	   *subplan = outerPlanState(mtstate)->plan;
@@ -276,8 +288,8 @@ shoalBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo, List *f
 static void
 shoalBeginForeignInsert(ModifyTableState *mtstate, ResultRelInfo *rinfo)
 {
-	begin_modify(rinfo, CMD_INSERT, shoal_live_attrs(rinfo->ri_RelationDesc),
-				 rinfo->ri_returningList != NIL, false, on_conflict(mtstate, rinfo->ri_RelationDesc));
+	begin_modify(mtstate, rinfo, CMD_INSERT, shoal_live_attrs(rinfo->ri_RelationDesc),
+				 rinfo->ri_returningList != NIL, false, on_conflict(mtstate));
 }
 
 /*
@@ -358,7 +370,26 @@ shoalExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slo
 
 	MemoryContextReset(state->row_cxt);
 	values = shoal_slot_to_dict(slot, rinfo->ri_RelationDesc, state->target_attrs, state->text_values);
-	returned = shoal_call_method(state->handler, "insert", Py_BuildValue("(N)", values));
+	if (state->upsert != NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(state->row_cxt);
+		PyObject   *clause_values;
+
+		PG_TRY();
+		{
+			clause_values = shoal_upsert_values(state->upsert, state->upsert_exprs);
+		}
+		PG_CATCH();
+		{
+			Py_DECREF(values);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(old);
+		returned = shoal_call_method(state->handler, "insert", Py_BuildValue("(NN)", values, clause_values));
+	}
+	else
+		returned = shoal_call_method(state->handler, "insert", Py_BuildValue("(N)", values));
 	return store_returned(state, returned, slot);
 }
 

@@ -32,6 +32,7 @@
 typedef struct ShipContext
 {
 	Index		relid;			/* the scanned relation's range-table index */
+	bool		inner_is_row;	/* INNER_VAR: the row ON CONFLICT proposes, named there too */
 } ShipContext;
 
 static bool
@@ -68,7 +69,7 @@ ships_walker(Node *node, ShipContext *ctx)
 
 				if (var->varlevelsup != 0)
 					return true;
-				if (var->varno == ctx->relid)
+				if (var->varno == ctx->relid || (ctx->inner_is_row && var->varno == INNER_VAR))
 					return var->varattno <= 0;	/* system columns and whole rows stay local */
 				/* another relation's value: sent as a parameter */
 				return !is_builtin(var->vartype);
@@ -115,6 +116,11 @@ ships_walker(Node *node, ShipContext *ctx)
 			}
 		case T_RelabelType:
 			if (!is_builtin(((RelabelType *) node)->resulttype))
+				return true;
+			break;
+		case T_CoerceViaIO:
+			/* the I/O functions' volatility is contain_mutable_functions' to check */
+			if (!is_builtin(((CoerceViaIO *) node)->resulttype))
 				return true;
 			break;
 		case T_ArrayExpr:
@@ -194,8 +200,8 @@ paramize_mutator(Node *node, ParamizeContext *ctx)
  * constants in portable styles (ISO dates...), which are the defaults, so
  * usually only search_path changes.
  */
-static char *
-deparse_clause(Node *clause, Oid relid)
+char *
+shoal_deparse_portable(Node *expr, List *dpcontext, bool prefix)
 {
 	int			nestlevel = NewGUCNestLevel();
 	int			styles;
@@ -204,10 +210,24 @@ deparse_clause(Node *clause, Oid relid)
 	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	styles = shoal_portable_output_begin();
-	sql = deparse_expression(clause, deparse_context_for(get_rel_name(relid), relid), false, false);
+	sql = deparse_expression(expr, dpcontext, prefix, false);
 	shoal_portable_output_end(styles);
 	AtEOXact_GUC(true, nestlevel);
 	return sql;
+}
+
+/*
+ * Whether expr, on the table at range-table index relid and (as INNER_VAR)
+ * the row an ON CONFLICT proposes, can be evaluated by the node holding
+ * the table: what shoal_remote_sql sends, values other than those rows'
+ * columns excepted (the caller makes them parameters first).
+ */
+bool
+shoal_expr_ships(Node *expr, Index relid)
+{
+	ShipContext ship = {relid, true};
+
+	return !ships_walker(expr, &ship) && !contain_mutable_functions(expr);
 }
 
 static bool
@@ -315,7 +335,7 @@ char *
 shoal_remote_sql(PlannerInfo *root, Index relid, Expr *expr, List **params,
 				 bool constants_as_params)
 {
-	ShipContext ship = {relid};
+	ShipContext ship = {relid, false};
 	ParamizeContext paramize = {relid, params, constants_as_params};
 	RangeTblEntry *rte = planner_rt_fetch(relid, root);
 	Node	   *remote;
@@ -327,7 +347,8 @@ shoal_remote_sql(PlannerInfo *root, Index relid, Expr *expr, List **params,
 	remote = paramize_mutator((Node *) expr, &paramize);
 	PG_TRY();
 	{
-		sql = deparse_clause(remote, rte->relid);
+		sql = shoal_deparse_portable(remote, deparse_context_for(get_rel_name(rte->relid), rte->relid),
+									 false);
 	}
 	PG_CATCH();
 	{

@@ -167,6 +167,8 @@ extern char *shoal_remote_sql(PlannerInfo *root, Index relid, Expr *expr, List *
 							  bool constants_as_params);
 extern ShoalQual *shoal_classify_clause(PlannerInfo *root, RelOptInfo *baserel, Expr *clause,
 										 List **params, bool constants_as_params);
+extern char *shoal_deparse_portable(Node *expr, List *dpcontext, bool prefix);
+extern bool shoal_expr_ships(Node *expr, Index relid);
 extern List *shoal_quals_to_private(List *quals);
 extern List *shoal_quals_from_private(List *private);
 extern PyObject *shoal_quals_to_py(List *quals, Relation rel, Datum *paramvals, bool *paramnulls,
@@ -217,6 +219,10 @@ extern bool shoal_has_foreign_partitions(Oid relid);
 extern bool shoal_gate_acquire(bool write, bool wait, bool session);
 extern void shoal_gate_release(bool write, bool session);
 extern void shoal_refresh_snapshot(void);
+
+/* upsert.c: INSERT ... ON CONFLICT DO UPDATE sent on to a handler */
+extern PyObject *shoal_upsert_clause(ModifyTableState *mtstate, int first, List **exprs);
+extern PyObject *shoal_upsert_values(ModifyTableState *mtstate, List *exprs);
 
 /* pruning.c: generic plans cost what they run after initial pruning */
 extern void shoal_cost_initial_pruning(PlannedStmt *stmt);

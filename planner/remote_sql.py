@@ -8,6 +8,7 @@ quotes every identifier it writes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from shoal.fdw.quals import Quals, SortKey
 
@@ -55,26 +56,44 @@ def _order_item(key: SortKey) -> str:
     return item
 
 
+@dataclass(frozen=True)
+class Upsert:
+    """``ON CONFLICT (target) DO UPDATE SET ... [WHERE ...]``: the SQL of each new value and of the
+    condition, in which the existing row is ``alias`` and the proposed one ``excluded``."""
+
+    target: tuple[str, ...]
+    alias: str
+    assignments: tuple[tuple[str, str], ...]
+    where: str | None = None
+
+
 def insert_sql(
     table: str,
     columns: Sequence[str],
     returning: Sequence[str] = (),
     rows: int = 1,
     skip_conflicts: bool = False,
+    upsert: Upsert | None = None,
 ) -> str:
     """``INSERT INTO table (columns) VALUES ($1, ...), ... [RETURNING ...]`` for ``rows`` rows,
     placeholders numbered across the rows."""
+    target = table if upsert is None else f"{table} AS {quote_ident(upsert.alias)}"
     if columns:
         cols = ", ".join(quote_ident(c) for c in columns)
         groups = [
             "(" + ", ".join(f"${1 + r * len(columns) + i}" for i in range(len(columns))) + ")"
             for r in range(rows)
         ]
-        sql = f"INSERT INTO {table} ({cols}) VALUES {', '.join(groups)}"
+        sql = f"INSERT INTO {target} ({cols}) VALUES {', '.join(groups)}"
     else:
-        sql = f"INSERT INTO {table} DEFAULT VALUES"
+        sql = f"INSERT INTO {target} DEFAULT VALUES"
     if skip_conflicts:
         sql += " ON CONFLICT DO NOTHING"
+    elif upsert is not None and upsert.target:
+        sets = ", ".join(f"{quote_ident(c)} = {expr}" for c, expr in upsert.assignments)
+        sql += f" ON CONFLICT ({', '.join(quote_ident(c) for c in upsert.target)}) DO UPDATE SET {sets}"
+        if upsert.where is not None:
+            sql += f" WHERE {upsert.where}"
     if returning:
         sql += " RETURNING " + ", ".join(quote_ident(c) for c in returning)
     return sql

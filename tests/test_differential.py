@@ -441,15 +441,11 @@ def env() -> Iterator[Env]:
 # -- where shoal still differs from plain PostgreSQL: documented limitations ------------------------------
 # Each test below fails on shoal today (strict: one that starts passing must lose its entry).
 
-DO_UPDATE = "INSERT ... ON CONFLICT DO UPDATE is refused for rows of remote partitions (README: not done)"
 NO_TABLE_KEY = ("a distributed table's primary key exists only on its local partitions, not on the table "
                 "(README: PostgreSQL allows no unique index with foreign partitions)")
 LATE_UNIQUE = "a unique index or constraint (with the key) added after distribution is refused (README)"
 
 KNOWN_BUGS: dict[str, str] = {
-    **{f"test_dml[{c}]": DO_UPDATE for c in ("on_conflict_do_update_on_key", "on_conflict_do_update_where",
-                                              "on_conflict_composite_key", "on_conflict_in_existing_rows")},
-    **{f"test_prepared_write[{g}-upsert]": DO_UPDATE for g in ("auto_plans", "force_generic_plan")},
     **{f"test_keys_and_indexes_as_on_plain[{t}]": NO_TABLE_KEY for t in ("users", "orders", "d_users",
                                                                           "tags")},
     "test_unique_index_with_the_key_after_distribution": LATE_UNIQUE,

@@ -232,3 +232,15 @@ def test_domains_and_enums(db: Db) -> None:
     db.memory_table("bad", "id posint", source=db.write_pickle("bad.pkl", [{"id": -3}]))
     with pytest.raises(psycopg.errors.CheckViolation):
         db.execute("SELECT * FROM bad")
+
+
+def test_upsert_into_a_partition_whose_handler_does_not_say_upsert_is_refused(db: Db) -> None:
+    db.execute("CREATE TABLE up (id int, v text) PARTITION BY LIST (id)")
+    db.execute("CREATE TABLE up_local PARTITION OF up (PRIMARY KEY (id)) FOR VALUES IN (1)")
+    db.memory_table("up_mem", "id int, v text")
+    db.execute("ALTER TABLE up ATTACH PARTITION up_mem FOR VALUES IN (2)")
+    db.execute("INSERT INTO up VALUES (1, 'a'), (2, 'b')")
+    db.execute("INSERT INTO up VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET v = excluded.v")
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match='foreign table "up_mem"'):
+        db.execute("INSERT INTO up VALUES (2, 'x') ON CONFLICT (id) DO UPDATE SET v = excluded.v")
+    assert db.execute("SELECT * FROM up ORDER BY id") == [(1, "x"), (2, "b")]

@@ -122,6 +122,69 @@ def test_row_estimates_follow_the_remote_statistics(nodes: tuple[Node, Node]) ->
     assert estimate("id > 3") == round(remote * 0.33)
 
 
+def test_upsert_of_rows_of_the_remote_partition_matches_a_local_table(nodes: tuple[Node, Node]) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE through the parent: the clause runs on the remote node, what
+    reads no row (parameters, now()) is computed here; RETURNING, counts and WHERE as on a plain table."""
+    n1, _ = nodes
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        # the key is each partition's (PostgreSQL allows no unique index over a foreign partition)
+        conn.execute("CREATE TABLE u (id int, name text, n int DEFAULT 0, at timestamptz) "
+                     "PARTITION BY HASH (id)")
+        conn.execute("CREATE TABLE u_p0 PARTITION OF u (PRIMARY KEY (id)) "
+                     "FOR VALUES WITH (MODULUS 2, REMAINDER 0)")
+        conn.execute("CREATE FOREIGN TABLE u_p1 PARTITION OF u FOR VALUES WITH (MODULUS 2, REMAINDER 1) "
+                     "SERVER n2 OPTIONS (table_name 'u_p1')")
+        conn.execute("CREATE TABLE u_plain (id int PRIMARY KEY, name text, n int DEFAULT 0, at timestamptz)")
+    with psycopg.connect(nodes[1].conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE u_p1 (id int PRIMARY KEY, name text, n int DEFAULT 0, at timestamptz)")
+    statements = [
+        "INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, 12) g",
+        "INSERT INTO {t} AS x VALUES (1, 'a'), (2, 'b'), (3, 'c'), (30, 'new') ON CONFLICT (id) DO UPDATE "
+        "SET name = excluded.name || x.name, n = x.n + 1 RETURNING id, name, n",
+        "INSERT INTO {t} VALUES (4, 'd'), (5, 'e') ON CONFLICT (id) DO UPDATE SET name = 'w' "
+        "WHERE {t}.n > 0 RETURNING *",
+        "INSERT INTO {t} VALUES (1, 'z'), (2, 'z') ON CONFLICT (id) DO UPDATE SET n = {t}.n * 10, "
+        "name = {t}.id::text || excluded.name WHERE {t}.n > 0 RETURNING *",
+        "INSERT INTO {t} VALUES (6, 'f') ON CONFLICT (id) DO UPDATE SET name = {t}.name RETURNING *",
+        "INSERT INTO {t} SELECT id, 'again' FROM {t} WHERE id % 3 = 0 ON CONFLICT (id) DO UPDATE "
+        "SET n = {t}.n + 100",
+    ]
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        for statement in statements:
+            cur = conn.execute(statement.format(t="u"))
+            got = (cur.rowcount, sorted(cur.fetchall()) if cur.description else None)
+            cur = conn.execute(statement.format(t="u_plain"))
+            assert got == (cur.rowcount, sorted(cur.fetchall()) if cur.description else None), statement
+        assert conn.execute("SELECT * FROM u ORDER BY id").fetchall() == \
+            conn.execute("SELECT * FROM u_plain ORDER BY id").fetchall()
+        assert conn.execute("SELECT count(*) FROM u_p1").fetchone()[0] > 3  # rows did go to n2
+
+        # parameters and now() are this node's values, for both plans of a prepared statement
+        conn.execute("PREPARE up(int, text) AS INSERT INTO u VALUES ($1, $2) ON CONFLICT (id) DO UPDATE "
+                     "SET name = $2 || '!', at = now() WHERE u.n < 50 RETURNING id, name, at = now()")
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            conn.execute(f"SET plan_cache_mode = {mode}")
+            answers = [conn.execute(f"EXECUTE up({i}, 'p{i}')").fetchall() for i in range(1, 13)]
+            assert all(a in ([(i, f"p{i}!", True)], []) for i, a in enumerate(answers, 1)), answers
+            assert sum(1 for a in answers if a) >= 6
+        remote_ids = [r[0] for r in conn.execute("SELECT id FROM u_p1 ORDER BY id")]
+        conn.execute("RESET plan_cache_mode")
+
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="cannot be evaluated on the node"):
+            conn.execute("INSERT INTO u VALUES (%s, 'x') ON CONFLICT (id) DO UPDATE SET name = u.at::text",
+                         (remote_ids[0],))
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="subquery"):
+            conn.execute("INSERT INTO u VALUES (%s, 'x') ON CONFLICT (id) DO UPDATE "
+                         "SET name = (SELECT p.name FROM u_plain p WHERE p.id = u.id)", (remote_ids[0],))
+        before = conn.execute("SELECT * FROM u WHERE id = %s", (remote_ids[0],)).fetchall()
+        # an uncorrelated subquery reads no row: computed here
+        conn.execute("INSERT INTO u VALUES (%s, 'x') ON CONFLICT (id) DO UPDATE "
+                     "SET name = (SELECT max(name) FROM u_plain)", (remote_ids[0],))
+        after = conn.execute("SELECT * FROM u WHERE id = %s", (remote_ids[0],)).fetchall()
+        assert after == [(*before[0][:1], conn.execute("SELECT max(name) FROM u_plain").fetchone()[0],
+                          *before[0][2:])]
+
+
 def test_constants_travel_as_parameters(nodes: tuple[Node, Node]) -> None:
     """The SQL sent is the same whatever the constants: the remote workers plan it once."""
     n1, _ = nodes

@@ -57,3 +57,15 @@ def test_whole_modification_refuses_what_it_cannot_write() -> None:
         remote_sql.modify_sql('"t"', "UPDATE", Quals(), {})
     with pytest.raises(ValueError, match="cannot modify"):
         remote_sql.modify_sql('"t"', "INSERT", Quals())
+
+
+def test_insert_with_an_upsert_names_the_existing_row_and_the_conflict_target() -> None:
+    upsert = remote_sql.Upsert(("k",), "my t", (("v", '(excluded.v || "my t".v)'), ("n", "$3")), "$4 > 0")
+    assert remote_sql.insert_sql('"s"."t"', ["k", "v"], returning=["k"], upsert=upsert) == (
+        'INSERT INTO "s"."t" AS "my t" ("k", "v") VALUES ($1, $2) ON CONFLICT ("k") DO UPDATE '
+        'SET "v" = (excluded.v || "my t".v), "n" = $3 WHERE $4 > 0 RETURNING "k"'
+    )
+    # a table without a unique constraint has no conflict to resolve
+    assert remote_sql.insert_sql('"t"', ["k"], upsert=remote_sql.Upsert((), "t", (("k", "1"),))) == (
+        'INSERT INTO "t" AS "t" ("k") VALUES ($1)'
+    )

@@ -106,8 +106,14 @@ class ForeignDataWrapper:
         for those commands."""
         return None
 
-    def insert(self, values: dict[str, Any]) -> Mapping[str, Any] | None:
-        """Insert one row; return the row as stored (for RETURNING), or None for ``values``."""
+    def insert(
+        self, values: dict[str, Any], clause_values: list[Any] | None = None
+    ) -> Mapping[str, Any] | None:
+        """Insert one row; return the row as stored (for RETURNING), or None for ``values``.
+
+        For an ``INSERT ... ON CONFLICT DO UPDATE`` (see ``upsert``), ``clause_values`` are the values of
+        the clause's parameters for this row, and the row returned is the one inserted or updated
+        (``b""`` when the clause's WHERE left an existing row alone)."""
         raise TypeError(f"{type(self).__name__} does not support INSERT")
 
     def bulk_insert(self, rows: list[dict[str, Any]]) -> None:
@@ -134,6 +140,13 @@ class ForeignDataWrapper:
     #: scan for the rows' ``rowid_column`` followed by ``update``/``delete`` per row.
     direct_modify = False
 
+    #: True: rows of an ``INSERT ... ON CONFLICT DO UPDATE`` may come here.  ``begin_modify`` then gets
+    #: ``on_conflict="update"`` and ``conflict_update``: a dict with ``set`` (column -> SQL of its new
+    #: value), ``where`` (SQL or None), ``alias`` (the name the SQL gives the existing row; the proposed
+    #: one is ``excluded``) and ``types`` (type OIDs of the parameters ``$n`` the SQL uses, numbered after
+    #: the row's values, whose values come to ``insert`` as ``clause_values``).
+    upsert = False
+
     def modify_directly(
         self, operation: str, quals: Quals, assignments: dict[str, str], returning: list[str] | None
     ) -> int | Iterable[bytes]:
@@ -153,11 +166,14 @@ class ForeignDataWrapper:
         """Lines (or label -> text) that EXPLAIN shows for ``modify_directly``."""
         return ()
 
-    def begin_modify(self, operation: str, on_conflict: str | None = None) -> None:
+    def begin_modify(
+        self, operation: str, on_conflict: str | None = None, conflict_update: dict[str, Any] | None = None
+    ) -> None:
         """A statement starts modifying this table (``INSERT``, ``UPDATE``, ``DELETE``; COPY and
         tuple routing are ``INSERT``).  ``on_conflict="nothing"``: an ``INSERT ... ON CONFLICT DO
         NOTHING``, whose rows that conflict are skipped (``insert`` then returns ``b""``).  It is
-        passed only then, so handlers without it refuse such inserts."""
+        passed only then, so handlers without it refuse such inserts.  ``on_conflict="update"``
+        comes with ``conflict_update`` (see ``upsert``)."""
 
     def end_modify(self) -> None:
         """The statement has sent its last row."""

@@ -48,6 +48,8 @@ class RemotePartition(ForeignDataWrapper):
         self._sql_cache: dict[tuple, str] = {}  # a plan's scans all send the same SQL
         self._writes: list[Stream] = []  # batches sent, checked at the end of the statement
         self._skip_conflicts = False  # INSERT ... ON CONFLICT DO NOTHING
+        self._upsert: remote_sql.Upsert | None = None  # INSERT ... ON CONFLICT DO UPDATE
+        self._upsert_types: list[int] = []
         self._routing: tuple[str | None, frozenset[str], list[str]] | None = None
 
     # -- where the table is -------------------------------------------------------------------
@@ -199,20 +201,60 @@ class RemotePartition(ForeignDataWrapper):
                 self._table_sql(), operation, quals, remote, self._remote_columns(returning or []))
         return sql
 
-    def begin_modify(self, operation: str, on_conflict: str | None = None) -> None:
-        self._skip_conflicts = on_conflict == "nothing"
+    # INSERT ... ON CONFLICT DO UPDATE goes as such to the remote node, one row per statement
+    upsert = True
 
-    def insert(self, values: dict[str, Any]) -> bytes:
+    def begin_modify(
+        self, operation: str, on_conflict: str | None = None, conflict_update: dict[str, Any] | None = None
+    ) -> None:
+        self._skip_conflicts = on_conflict == "nothing"
+        self._upsert = None
+        if conflict_update is not None:
+            if not self.exact_quals:
+                raise ValueError("ON CONFLICT DO UPDATE is not supported for a foreign table whose columns "
+                                 "have other names on the remote node (column_name)")
+            self._upsert = remote_sql.Upsert(
+                self._conflict_target(), conflict_update["alias"],
+                tuple(conflict_update["set"].items()), conflict_update["where"])
+            self._upsert_types = list(conflict_update["types"])
+
+    def _conflict_target(self) -> tuple[str, ...]:
+        """The columns of the remote table's unique constraint, which ON CONFLICT must name there.
+        shoal's partitions have those of the distributed table, which includes its key in each; the
+        statement named one of them, but PostgreSQL does not say which to a foreign partition."""
+        stream = transport.run(
+            self._node(),
+            "SELECT x.indexrelid::text, a.attname::text FROM pg_catalog.pg_index x "
+            "CROSS JOIN LATERAL pg_catalog.unnest(x.indkey::int2[]) WITH ORDINALITY k(attnum, i) "
+            "JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum "
+            "WHERE x.indrelid = $1::regclass AND x.indisunique AND x.indpred IS NULL "
+            "AND x.indexprs IS NULL ORDER BY x.indexrelid, k.i",
+            [25], [self._table_sql()], write=False,
+        )
+        keys: dict[str, list[str]] = {}
+        for index, column in decode_text_tuples(b"".join(stream)):
+            keys.setdefault(index, []).append(column)
+        if len({tuple(k) for k in keys.values()}) > 1:
+            raise ValueError(
+                f"ON CONFLICT DO UPDATE: the remote table {self._table_sql()} has several unique "
+                "constraints, and a row that goes to a foreign partition can only be checked against one; "
+                "keep one unique constraint, or write the row on its node")
+        return tuple(next(iter(keys.values()))) if keys else ()
+
+    def insert(self, values: dict[str, Any], clause_values: list[Any] | None = None) -> bytes:
         """One row, with RETURNING of the row as stored: binary tuple data the extension decodes
-        (empty if a conflict skipped it)."""
+        (empty if a conflict skipped it, or left it alone)."""
         names = list(values)
         everything = list(self.columns)
         sql = remote_sql.insert_sql(
             self._table_sql(), self._remote_columns(names), returning=self._remote_columns(everything),
-            skip_conflicts=self._skip_conflicts,
+            skip_conflicts=self._skip_conflicts, upsert=self._upsert,
         )
         types = [self.columns[n].type_oid for n in names]
         params = [values[n] for n in names]
+        if clause_values is not None:
+            types += self._upsert_types
+            params += clause_values
         stream = transport.run(self._node(), sql, types, params, write=True)
         return b"".join(stream)
 

@@ -1,0 +1,287 @@
+/*-------------------------------------------------------------------------
+ * upsert.c
+ *		INSERT ... ON CONFLICT DO UPDATE for rows routed to a foreign partition.
+ *
+ * PostgreSQL hands a foreign table's rows to ExecForeignInsert and leaves
+ * ON CONFLICT to the wrapper.  A handler that says `upsert = True` gets the
+ * clause as SQL its node evaluates: the new value of each column the SET
+ * changes and the WHERE condition, deparsed by ruleutils as EXPLAIN shows
+ * them, with the existing row named by the statement's alias for the table
+ * and the proposed one `excluded`.
+ *
+ * Parts that read neither row (a parameter, now(), a constant expression)
+ * are evaluated here, once per row, and travel as parameters numbered
+ * after the inserted values, so stable functions mean what they mean on
+ * this node.  What reads a row must be shippable like a qual: built-in
+ * immutable operators and functions.  Subqueries are refused.
+ *-------------------------------------------------------------------------
+ */
+#include "shoal.h"
+
+#include "executor/executor.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parsetree.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/ruleutils.h"
+
+typedef struct LocalizeContext
+{
+	Index		rti;			/* the target table's range-table index */
+	int			first;			/* number of the first parameter */
+	List	   *exprs;			/* what each parameter is, in order */
+} LocalizeContext;
+
+static bool
+reads_row_walker(Node *node, Index *rti)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var))
+		return ((Var *) node)->varlevelsup == 0 &&
+			(((Var *) node)->varno == *rti || ((Var *) node)->varno == INNER_VAR);
+	return expression_tree_walker(node, reads_row_walker, (void *) rti);
+}
+
+static bool
+has_case_placeholder_walker(Node *node, void *unused)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, CaseTestExpr))
+		return true;
+	return expression_tree_walker(node, has_case_placeholder_walker, unused);
+}
+
+/*
+ * May node be evaluated here on its own?  It must be a whole value (not a
+ * list or a CASE arm) that reads no row; a CASE placeholder belongs to an
+ * enclosing CASE, so what holds one stays with it.
+ */
+static bool
+evaluates_here(Node *node, Index rti)
+{
+	switch (nodeTag(node))
+	{
+		case T_Param:
+		case T_FuncExpr:
+		case T_OpExpr:
+		case T_DistinctExpr:
+		case T_NullIfExpr:
+		case T_ScalarArrayOpExpr:
+		case T_BoolExpr:
+		case T_RelabelType:
+		case T_CoerceViaIO:
+		case T_ArrayCoerceExpr:
+		case T_CaseExpr:
+		case T_ArrayExpr:
+		case T_CoalesceExpr:
+		case T_MinMaxExpr:
+		case T_SQLValueFunction:
+		case T_NullTest:
+		case T_BooleanTest:
+		case T_CoerceToDomain:
+			break;
+		default:
+			return false;
+	}
+	return !reads_row_walker(node, &rti) &&
+		(IsA(node, CaseExpr) || IsA(node, ArrayCoerceExpr) ||
+		 !has_case_placeholder_walker(node, NULL));
+}
+
+static Node *
+localize_mutator(Node *node, LocalizeContext *ctx)
+{
+	if (node == NULL)
+		return NULL;
+	if (IsA(node, SubPlan) || IsA(node, AlternativeSubPlan) || IsA(node, SubLink))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a subquery in ON CONFLICT DO UPDATE is not supported for rows that go to a "
+						"foreign partition")));
+	if (evaluates_here(node, ctx->rti))
+	{
+		Param	   *param = makeNode(Param);
+
+		param->paramkind = PARAM_EXTERN;
+		param->paramid = ctx->first + list_length(ctx->exprs);
+		param->paramtype = exprType(node);
+		param->paramtypmod = exprTypmod(node);
+		param->paramcollid = exprCollation(node);
+		param->location = -1;
+		ctx->exprs = lappend(ctx->exprs, node);
+		return (Node *) param;
+	}
+	return expression_tree_mutator(node, localize_mutator, (void *) ctx);
+}
+
+/* The remote SQL of expr, or an error naming what cannot be sent. */
+static char *
+remote_expr(Node *expr, LocalizeContext *ctx, List *dpcontext, const char *what)
+{
+	Node	   *remote = localize_mutator(expr, ctx);
+
+	if (!shoal_expr_ships(remote, ctx->rti))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s of ON CONFLICT DO UPDATE cannot be evaluated on the node of a foreign "
+						"partition", what),
+				 errdetail("Only built-in immutable operators and functions can be applied to the "
+						   "existing or the proposed row there."),
+				 errhint("What depends on session settings (a timestamptz as text, now()) is computed "
+						 "here only when it reads neither row.")));
+	return shoal_deparse_portable(remote, dpcontext, true);
+}
+
+/*
+ * The ON CONFLICT DO UPDATE clause of mtstate's statement, for the handler
+ * (a dict: alias, set, where, types), with the parameters it needs
+ * numbered from first; *exprs gets their ExprStates, to evaluate per row.
+ */
+PyObject *
+shoal_upsert_clause(ModifyTableState *mtstate, int first, List **exprs)
+{
+	ModifyTable *mt = (ModifyTable *) mtstate->ps.plan;
+	EState	   *estate = mtstate->ps.state;
+	LocalizeContext ctx = {linitial_int(mt->resultRelations), first, NIL};
+	Relation	root = mtstate->rootResultRelInfo ? mtstate->rootResultRelInfo->ri_RelationDesc
+		: mtstate->resultRelInfo->ri_RelationDesc;
+	Bitmapset  *used = bms_make_singleton(ctx.rti);
+	List	   *names;
+	List	   *dpcontext;
+	const char *alias;
+	char	   *where = NULL;
+	PyObject   *assignments;
+	PyObject   *types;
+	PyObject   *result;
+	ListCell   *lc;
+	ListCell   *lc2;
+	char	   *identity = NULL;
+
+	if (mt->exclRelRTI > 0)
+		used = bms_add_member(used, mt->exclRelRTI);
+	names = select_rtable_names_for_explain(estate->es_plannedstmt->rtable, used);
+	alias = list_nth(names, ctx.rti - 1);
+	if (mt->exclRelRTI > 0 && strcmp(list_nth(names, mt->exclRelRTI - 1), "excluded") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("ON CONFLICT DO UPDATE for rows that go to a foreign partition needs another "
+						"alias than \"excluded\" for the table")));
+	dpcontext = set_deparse_context_plan(deparse_context_for_plan_tree(estate->es_plannedstmt, names),
+										 (Plan *) mt, NIL);
+
+	/* the SET: each column it changes (the planner lists them all, unchanged ones as themselves) */
+	assignments = PyDict_New();
+	if (assignments == NULL)
+		shoal_python_raise("ON CONFLICT DO UPDATE");
+	PG_TRY();
+	{
+		forboth(lc, mt->onConflictSet, lc2, mt->onConflictCols)
+		{
+			TargetEntry *te = lfirst_node(TargetEntry, lc);
+			AttrNumber	attnum = lfirst_int(lc2);
+			Form_pg_attribute att = TupleDescAttr(RelationGetDescr(root), attnum - 1);
+			Var		   *var = (Var *) te->expr;
+			PyObject   *sql;
+
+			if (te->resjunk || att->attisdropped || att->attgenerated)
+				continue;
+			if (IsA(var, Var) && var->varno == ctx.rti && var->varattno == attnum && var->varlevelsup == 0)
+			{
+				if (identity == NULL)
+					identity = psprintf("%s.%s", quote_identifier(alias),
+										quote_identifier(NameStr(att->attname)));
+				continue;
+			}
+			sql = shoal_cstring_to_py(remote_expr((Node *) te->expr, &ctx, dpcontext, "the SET"));
+			if (PyDict_SetItemString(assignments, NameStr(att->attname), sql) < 0)
+			{
+				Py_DECREF(sql);
+				shoal_python_raise("ON CONFLICT DO UPDATE");
+			}
+			Py_DECREF(sql);
+		}
+		if (PyDict_Size(assignments) == 0 && identity != NULL)
+		{
+			/* nothing changes, but the row still counts (and locks) as updated */
+			Form_pg_attribute att = TupleDescAttr(RelationGetDescr(root),
+												  linitial_int(mt->onConflictCols) - 1);
+			PyObject   *sql = shoal_cstring_to_py(identity);
+
+			PyDict_SetItemString(assignments, NameStr(att->attname), sql);
+			Py_DECREF(sql);
+		}
+		if (mt->onConflictWhere != NULL)
+			where = remote_expr((Node *) make_ands_explicit((List *) mt->onConflictWhere), &ctx,
+								dpcontext, "the WHERE");
+	}
+	PG_CATCH();
+	{
+		Py_DECREF(assignments);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	types = PyList_New(0);
+	*exprs = NIL;
+	foreach(lc, ctx.exprs)
+	{
+		PyObject   *type = PyLong_FromUnsignedLong(exprType(lfirst(lc)));
+
+		if (type == NULL || PyList_Append(types, type) < 0)
+		{
+			Py_XDECREF(type);
+			Py_DECREF(types);
+			Py_DECREF(assignments);
+			shoal_python_raise("ON CONFLICT DO UPDATE");
+		}
+		Py_DECREF(type);
+		*exprs = lappend(*exprs, ExecInitExpr(lfirst(lc), &mtstate->ps));
+	}
+	result = Py_BuildValue("{s:s,s:N,s:s,s:N}", "alias", alias, "set", assignments, "where", where,
+						   "types", types);
+	if (result == NULL)
+		shoal_python_raise("ON CONFLICT DO UPDATE");
+	return result;
+}
+
+/* The values of the clause's parameters for one row, in their types' text form. */
+PyObject *
+shoal_upsert_values(ModifyTableState *mtstate, List *exprs)
+{
+	ExprContext *econtext = mtstate->ps.ps_ExprContext;
+	PyObject   *values = PyList_New(list_length(exprs));
+	int			nestlevel;
+	int			i = 0;
+	ListCell   *lc;
+
+	if (values == NULL)
+		shoal_python_raise("ON CONFLICT DO UPDATE");
+	nestlevel = shoal_portable_output_begin();
+	PG_TRY();
+	{
+		foreach(lc, exprs)
+		{
+			ExprState  *state = lfirst(lc);
+			bool		isnull;
+			Datum		value = ExecEvalExpr(state, econtext, &isnull);
+			PyObject   *text = shoal_datum_to_text_py(value, isnull, exprType((Node *) state->expr));
+
+			if (text == NULL)
+				shoal_python_raise("ON CONFLICT DO UPDATE");
+			PyList_SET_ITEM(values, i++, text);
+		}
+	}
+	PG_CATCH();
+	{
+		Py_DECREF(values);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	shoal_portable_output_end(nestlevel);
+	return values;
+}
