@@ -227,6 +227,11 @@ shoal_upsert_clause(ModifyTableState *mtstate, int first, List **exprs)
 	PG_END_TRY();
 
 	types = PyList_New(0);
+	if (types == NULL)
+	{
+		Py_DECREF(assignments);
+		shoal_python_raise("ON CONFLICT DO UPDATE");
+	}
 	*exprs = NIL;
 	foreach(lc, ctx.exprs)
 	{
