@@ -12,8 +12,10 @@
  * Parts that read neither row (a parameter, now(), a constant expression)
  * are evaluated here, once per row, and travel as parameters numbered
  * after the inserted values, so stable functions mean what they mean on
- * this node.  What reads a row must be shippable like a qual: built-in
- * immutable operators and functions.  Subqueries are refused.
+ * this node; so are uncorrelated subqueries (their results are parameters
+ * of the plan already).  What reads a row must be shippable like a qual:
+ * built-in immutable operators and functions; correlated subqueries are
+ * refused.
  *-------------------------------------------------------------------------
  */
 #include "shoal.h"

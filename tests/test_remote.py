@@ -185,6 +185,24 @@ def test_upsert_of_rows_of_the_remote_partition_matches_a_local_table(nodes: tup
                           *before[0][2:])]
 
 
+def test_upsert_into_a_remote_table_with_two_unique_constraints_is_refused(nodes: tuple[Node, Node]) -> None:
+    n1, n2 = nodes
+    with psycopg.connect(n2.conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE w_p1 (id int PRIMARY KEY, email text UNIQUE)")
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE w (id int, email text) PARTITION BY HASH (id)")
+        conn.execute("CREATE TABLE w_p0 PARTITION OF w (PRIMARY KEY (id)) "
+                     "FOR VALUES WITH (MODULUS 2, REMAINDER 0)")
+        conn.execute("CREATE FOREIGN TABLE w_p1 PARTITION OF w FOR VALUES WITH (MODULUS 2, REMAINDER 1) "
+                     "SERVER n2 OPTIONS (table_name 'w_p1')")
+        conn.execute("INSERT INTO w SELECT g, 'e' || g FROM generate_series(1, 10) g")
+        remote = conn.execute("SELECT min(id) FROM w_p1").fetchone()[0]
+        with pytest.raises(psycopg.Error, match="several unique constraints"):
+            conn.execute("INSERT INTO w VALUES (%s, 'x') ON CONFLICT (id) "
+                         "DO UPDATE SET email = excluded.email", (remote,))
+        assert conn.execute("SELECT email FROM w WHERE id = %s", (remote,)).fetchone() == (f"e{remote}",)
+
+
 def test_constants_travel_as_parameters(nodes: tuple[Node, Node]) -> None:
     """The SQL sent is the same whatever the constants: the remote workers plan it once."""
     n1, _ = nodes

@@ -50,6 +50,7 @@ class RemotePartition(ForeignDataWrapper):
         self._skip_conflicts = False  # INSERT ... ON CONFLICT DO NOTHING
         self._upsert: remote_sql.Upsert | None = None  # INSERT ... ON CONFLICT DO UPDATE
         self._upsert_types: list[int] = []
+        self._unique_keys: list[tuple[str, ...]] | None = None
         self._routing: tuple[str | None, frozenset[str], list[str]] | None = None
 
     # -- where the table is -------------------------------------------------------------------
@@ -221,7 +222,19 @@ class RemotePartition(ForeignDataWrapper):
     def _conflict_target(self) -> tuple[str, ...]:
         """The columns of the remote table's unique constraint, which ON CONFLICT must name there.
         shoal's partitions have those of the distributed table, which includes its key in each; the
-        statement named one of them, but PostgreSQL does not say which to a foreign partition."""
+        statement named one of them, but PostgreSQL does not say which to a foreign partition.
+        Asked once per session: unique constraints cannot be added after distribution."""
+        if self._unique_keys is None:
+            self._unique_keys = self._remote_unique_keys()
+        if len(self._unique_keys) > 1:
+            raise ValueError(
+                f"ON CONFLICT DO UPDATE: the remote table {self._table_sql()} has several unique "
+                "constraints, and a row that goes to a foreign partition can only be checked against one; "
+                "keep one unique constraint, or write the row on its node")
+        return self._unique_keys[0] if self._unique_keys else ()
+
+    def _remote_unique_keys(self) -> list[tuple[str, ...]]:
+        """The column lists of the remote table's unique indexes (without predicates or expressions)."""
         stream = transport.run(
             self._node(),
             "SELECT x.indexrelid::text, a.attname::text FROM pg_catalog.pg_index x "
@@ -234,12 +247,7 @@ class RemotePartition(ForeignDataWrapper):
         keys: dict[str, list[str]] = {}
         for index, column in decode_text_tuples(b"".join(stream)):
             keys.setdefault(index, []).append(column)
-        if len({tuple(k) for k in keys.values()}) > 1:
-            raise ValueError(
-                f"ON CONFLICT DO UPDATE: the remote table {self._table_sql()} has several unique "
-                "constraints, and a row that goes to a foreign partition can only be checked against one; "
-                "keep one unique constraint, or write the row on its node")
-        return tuple(next(iter(keys.values()))) if keys else ()
+        return list(dict.fromkeys(tuple(k) for k in keys.values()))  # the same columns twice count once
 
     def insert(self, values: dict[str, Any], clause_values: list[Any] | None = None) -> bytes:
         """One row, with RETURNING of the row as stored: binary tuple data the extension decodes
