@@ -293,6 +293,7 @@ class Cluster:
                 self._create_extension(node, progress)
             self._join(progress)
             self._wait_for_channels(progress)
+            self._share_tables(progress)
         return list(self.nodes)
 
     def _check_new_directory(self) -> None:
@@ -496,6 +497,23 @@ class Cluster:
                 progress("waiting for the multiplexers' channels")
                 announced = True
             time.sleep(0.2)
+
+    def _share_tables(self, progress: Progress) -> None:
+        """Give nodes that joined after shoal tables were made (a grown cluster) those tables."""
+        if len(self.nodes) < 2:
+            return
+        source = self.nodes[0]
+        with connect(source) as conn:
+            if not conn.execute("SELECT to_regprocedure('shoal.sync_node(text)') IS NOT NULL").fetchone()[0]:
+                return  # an extension from before nodes could join later: nothing to share from it
+            for node in self.nodes[1:]:
+                try:
+                    created = conn.execute("SELECT shoal.sync_node(%s)", (node.name,)).fetchone()[0]
+                except psycopg.Error as exc:
+                    raise ShoalError(f"giving {node.name} the shoal tables of {source.name} failed: "
+                                     f"{_pg_message(exc)}", f"see {self.log_file(node)}") from exc
+                if created:
+                    progress(f"created {created} shoal table(s) on {node.name}")
 
     # -- down / destroy -----------------------------------------------------------------------------
 

@@ -134,6 +134,12 @@ CREATE FUNCTION create_distributed_table(relation regclass, "column" name, parti
 CREATE FUNCTION create_global_table(relation regclass) RETURNS void
     AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
+-- Give a node registered after shoal tables were made the tables it lacks (shoal up calls it when
+-- it grows a cluster); returns how many it created there.
+CREATE FUNCTION sync_node(name text) RETURNS int
+    AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION sync_node(text) FROM PUBLIC;
+
 -- Global tables: what a statement changed, shipped to the other copies (statement triggers).  Rows
 -- travel as the text of the row type (exact for every type), in a text[] literal.
 CREATE FUNCTION _ship_changes(relation regclass, op text, new_rows text, old_rows text) RETURNS void

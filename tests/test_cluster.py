@@ -12,6 +12,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -216,3 +217,48 @@ def test_partition_summary_counts_partitions_and_tables_per_node() -> None:
     assert _partition_summary(view) == ResultTable(["node", "partitions", "tables"],
                                                    [("n1", 3, 2), ("n2", 1, 1)])
     assert _partition_summary(ResultTable(["x"], [(1,), (2,)])) == ResultTable(["partitions"], [(2,)])
+
+
+def test_a_node_that_joins_later_receives_every_shoal_table(cluster_dir: Path) -> None:
+    n1, n2 = Cluster(cluster_dir).up(nodes=2, port=26261)
+    for node in (n1, n2):
+        _sql(node, "CREATE SCHEMA app")  # schemas are the DBA's business on the nodes there were
+    _sql(n1, "CREATE TABLE acc (id serial PRIMARY KEY, v int) WITH (distributed_by = 'id', num_parts = 4)")
+    _sql(n1, "INSERT INTO acc (v) SELECT g FROM generate_series(1, 100) g")
+    _sql(n1, "CREATE TABLE app.prod (code text PRIMARY KEY, price numeric) WITH (global)")
+    _sql(n1, "INSERT INTO app.prod VALUES ('a', 1.5), ('b', 2.25)")
+    _sql(n1, "GRANT SELECT ON app.prod TO PUBLIC")
+    for node in (n1, n2):
+        _sql(node, "CREATE ROLE auditor")  # roles are per node: the new node will lack it
+    _sql(n1, "GRANT SELECT ON acc TO auditor")
+
+    steps: list[str] = []
+    n3 = Cluster(cluster_dir).up(nodes=3, progress=steps.append)[2]
+    assert "created 2 shoal table(s) on n3" in steps, "; ".join(steps)
+
+    assert _sql(n3, "SELECT count(*), sum(v) FROM acc") == [(100, 5050)]
+    assert _sql(n3, "SELECT node, is_local FROM shoal.partitions ORDER BY part") == [
+        ("n1", False), ("n2", False), ("n1", False), ("n2", False)]
+    prod = "SELECT * FROM app.prod ORDER BY code"
+    assert _sql(n3, prod) == _sql(n1, prod)
+    assert _sql(n3, "SELECT has_table_privilege('public', 'app.prod', 'SELECT')") == [(True,)]
+    assert _sql(n3, "SELECT relacl IS NULL FROM pg_class WHERE oid = 'acc'::regclass") == [(True,)]
+
+    # the new node writes as every node does: its own sequence values, every copy of a global table
+    new_id = _sql(n3, "INSERT INTO acc (v) VALUES (7) RETURNING id")[0][0]
+    assert new_id % 1024 == 3 and _sql(n1, f"SELECT v FROM acc WHERE id = {new_id}") == [(7,)]
+    _sql(n3, "INSERT INTO app.prod VALUES ('c', 3)")
+    _sql(n1, "UPDATE app.prod SET price = 9 WHERE code = 'a'")
+    for node in (n1, n2, n3):
+        assert _sql(node, "SELECT code, price FROM app.prod ORDER BY code") == [
+            ("a", 9), ("b", Decimal("2.25")), ("c", 3)]
+    _sql(n1, "ALTER TABLE acc ADD COLUMN w int DEFAULT 1")
+    assert _sql(n3, "SELECT sum(w) FROM acc") == [(101,)]
+
+    steps.clear()
+    Cluster(cluster_dir).up(progress=steps.append)  # again: nothing is missing
+    assert not any("created" in s for s in steps)
+    with pytest.raises(psycopg.errors.UndefinedObject, match='node "nope" does not exist'):
+        _sql(n1, "SELECT shoal.sync_node('nope')")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="is this node"):
+        _sql(n1, "SELECT shoal.sync_node('n1')")

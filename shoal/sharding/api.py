@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from shoal.sharding import distribute, everywhere, replicate
+from shoal.sharding import distribute, everywhere, extend, replicate
 
 
 def create_distributed_table(relation: int, column: str, partitions: int | None,
@@ -20,6 +20,11 @@ def create_distributed_table(relation: int, column: str, partitions: int | None,
 def create_global_table(relation: int) -> None:
     with everywhere.internal():
         distribute.create_global_table(relation)
+
+
+def sync_node(name: str) -> int:
+    with everywhere.internal():
+        return extend.sync_node(name)
 
 
 def _ship_changes(relation: int, op: str, new_rows: str | None, old_rows: str | None) -> None:

@@ -52,13 +52,13 @@ def create_distributed_table(oid: int, column: str, partitions: int | None,
 
     statements: dict[str, list] = defaultdict(list)
     _servers(cluster, statements)
-    identity, restarts = _sequences(rel, table, cluster, statements)
+    identity, restarts = sequences_for(rel, table, cluster, statements)
     moved = _retire(rel)
     column_sql = quote_ident(column)
     for node in cluster:
         statements[node.name].append(table.create_sql(
             rel.sql, f" PARTITION BY HASH ({column_sql})", identity.get(node.name)))
-        statements[node.name] += _own_sequences(rel, table, node.name)
+        statements[node.name] += own_sequences(rel, table, node.name)
     for part, node in enumerate(placement):
         partition = _partition_name(rel, part)
         bound = f"FOR VALUES WITH (MODULUS {partitions}, REMAINDER {part})"
@@ -71,9 +71,7 @@ def create_distributed_table(oid: int, column: str, partitions: int | None,
                                      for definition, _ in table.unique_indexes]
             else:
                 statements[other.name].append(
-                    f"CREATE FOREIGN TABLE {partition} PARTITION OF {rel.sql} {bound} "
-                    f"SERVER {quote_ident(server_name(node))} OPTIONS (schema_name "
-                    f"{quote_literal(rel.schema)}, table_name {quote_literal(_part_table(rel, part))})")
+                    foreign_partition_sql(rel, _part_table(rel, part), bound, node))
     parts_sql = ", ".join(
         f"({quote_literal(rel.sql)}::regclass, {part}, {quote_literal(_part_table(rel, part))}, "
         f"{quote_literal(node)})" for part, node in enumerate(placement))
@@ -95,19 +93,19 @@ def create_global_table(oid: int) -> None:
     rel, table = _check_convertible(oid, "make global")
     cluster = _cluster()
     statements: dict[str, list] = defaultdict(list)
-    identity, restarts = _sequences(rel, table, cluster, statements)
+    identity, restarts = sequences_for(rel, table, cluster, statements)
     me = catalog.this_node()
     rows = backend.query(f"SELECT pg_catalog.array_agg(t::text)::text FROM {rel.sql} t")[0][0]
     for node in cluster:
         if node.name != me:
             statements[node.name].append(table.create_sql(rel.sql, "", identity.get(node.name),
                                                           with_uniques=True))
-            statements[node.name] += _own_sequences(rel, table, node.name)
+            statements[node.name] += own_sequences(rel, table, node.name)
             statements[node.name] += table.indexes + [d for d, _ in table.unique_indexes]
             if rows is not None:
                 statements[node.name].append((replicate.insert_sql(rel, table), [rows]))
         statements[node.name] += [
-            *_ship_triggers(rel),
+            *ship_triggers(rel),
             ("INSERT INTO shoal.distributed VALUES ($1::regclass, 'global', NULL, NULL, NULL)", [rel.sql]),
         ]
     everywhere.run(statements)
@@ -205,18 +203,19 @@ def _partition_name(rel: Relation, part: int) -> str:
 
 def _servers(cluster: list[NodeInfo], statements: dict[str, list]) -> None:
     for node in cluster:
-        for other in cluster:
-            if other.name != node.name:
-                server = server_name(other.name)
-                statements[node.name].append(
-                    f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_foreign_server "
-                    f"WHERE srvname = {quote_literal(server)}) THEN CREATE SERVER {quote_ident(server)} "
-                    f"FOREIGN DATA WRAPPER shoal_fdw OPTIONS (node {quote_literal(other.name)}); "
-                    "END IF; END $$")
+        statements[node.name] += [server_sql(other.name) for other in cluster if other.name != node.name]
 
 
-def _sequences(rel: Relation, table: tabledef.TableDef, cluster: list[NodeInfo],
-               statements: dict[str, list]) -> tuple[dict[str, dict[str, str]], list[str]]:
+def server_sql(node: str) -> str:
+    """Create the foreign server of ``node``'s partitions unless it exists."""
+    server = server_name(node)
+    return (f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_foreign_server "
+            f"WHERE srvname = {quote_literal(server)}) THEN CREATE SERVER {quote_ident(server)} "
+            f"FOREIGN DATA WRAPPER shoal_fdw OPTIONS (node {quote_literal(node)}); END IF; END $$")
+
+
+def sequences_for(rel: Relation, table: tabledef.TableDef, cluster: list[NodeInfo],
+                  statements: dict[str, list]) -> tuple[dict[str, dict[str, str]], list[str]]:
     """Make the table's sequences hand out values no other node hands out: node k's values are
     k modulo 1024.  Returns each node's identity options and what to run here at the end."""
     me = catalog.this_node()
@@ -239,13 +238,20 @@ def _sequences(rel: Relation, table: tabledef.TableDef, cluster: list[NodeInfo],
     return identity, restarts
 
 
+def foreign_partition_sql(rel: Relation, partition: str, bound: str, node: str) -> str:
+    """A partition of ``rel`` held by ``node``, as the other nodes declare it."""
+    return (f"CREATE FOREIGN TABLE {quote_ident(rel.schema)}.{quote_ident(partition)} PARTITION OF {rel.sql} "
+            f"{bound} SERVER {quote_ident(server_name(node))} OPTIONS (schema_name "
+            f"{quote_literal(rel.schema)}, table_name {quote_literal(partition)})")
+
+
 def _on_partition(index_definition: str, partition: str) -> str:
     """A table's CREATE UNIQUE INDEX, for one of its partitions (named by PostgreSQL)."""
     _, using = index_definition.split(" USING ", 1)
     return f"CREATE UNIQUE INDEX ON {partition} USING {using}"
 
 
-def _own_sequences(rel: Relation, table: tabledef.TableDef, node: str) -> list[str]:
+def own_sequences(rel: Relation, table: tabledef.TableDef, node: str) -> list[str]:
     """On the other nodes, the table owns the sequences created for it (dropped with it)."""
     if node == catalog.this_node():
         return []
@@ -274,7 +280,7 @@ def _move_rows(rel: Relation, old: str, table: tabledef.TableDef) -> None:
     backend.query(f"DROP TABLE {old}")
 
 
-def _ship_triggers(rel: Relation) -> list[str]:
+def ship_triggers(rel: Relation) -> list[str]:
     return [
         f"CREATE TRIGGER shoal_ship_inserted AFTER INSERT ON {rel.sql} REFERENCING NEW TABLE AS shoal_new "
         f"FOR EACH STATEMENT EXECUTE FUNCTION shoal._ship_inserted()",
