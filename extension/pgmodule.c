@@ -17,7 +17,9 @@
 #include "miscadmin.h"
 #include <sys/stat.h>
 
+#include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "storage/procsignal.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -109,10 +111,21 @@ refuse_after_error(void)
 	return true;
 }
 
-/* check_interrupts(): raise QueryCanceled if the backend has a cancel or termination pending. */
+/*
+ * check_interrupts(): raise QueryCanceled if the backend has a cancel or
+ * termination pending; exit if the postmaster is gone.
+ */
 static PyObject *
 pg_check_interrupts(PyObject *self, PyObject *unused)
 {
+	/*
+	 * As PostgreSQL's own processes do: the loops of shoal's background
+	 * workers would otherwise outlive a postmaster killed by the OOM killer,
+	 * holding the multiplexer's ports against the next one.
+	 */
+	if (!PostmasterIsAlive())
+		proc_exit(1);
+
 	/*
 	 * Signal barriers (DROP DATABASE waits on them) are absorbed here too:
 	 * the long-running loops of shoal's background workers call this, and

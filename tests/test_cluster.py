@@ -8,9 +8,12 @@ is the one exercised here (`make demo` exercises the root one). Ports 26200-2629
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -262,3 +265,37 @@ def test_a_node_that_joins_later_receives_every_shoal_table(cluster_dir: Path) -
         _sql(n1, "SELECT shoal.sync_node('nope')")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="is this node"):
         _sql(n1, "SELECT shoal.sync_node('n1')")
+
+
+def test_shoal_processes_leave_with_a_killed_postmaster(cluster_dir: Path) -> None:
+    """The multiplexer and workers must not outlive their postmaster (say, killed by the OOM killer):
+    they would hold the multiplexer's ports against the next one."""
+    cluster = Cluster(cluster_dir)
+    node = cluster.up(nodes=1, port=26271)[0]
+    postmaster = cluster.pid(node)
+    assert postmaster is not None
+
+    def shoal_children() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster and b"shoal" in command:
+                found.append(int(entry.name))
+        return found
+
+    children = shoal_children()
+    assert len(children) >= 2  # the multiplexer and its workers
+    os.kill(postmaster, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+        time.sleep(0.1)
+    left = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "shoal processes outlived their postmaster"
+    with contextlib.suppress(FileNotFoundError):
+        (cluster.data_dir(node) / "postmaster.pid").unlink()
