@@ -72,15 +72,9 @@ def create_distributed_table(oid: int, column: str, partitions: int | None,
             else:
                 statements[other.name].append(
                     foreign_partition_sql(rel, _part_table(rel, part), bound, node))
-    parts_sql = ", ".join(
-        f"({quote_literal(rel.sql)}::regclass, {part}, {quote_literal(_part_table(rel, part))}, "
-        f"{quote_literal(node)})" for part, node in enumerate(placement))
+    parts = [(part, _part_table(rel, part), node) for part, node in enumerate(placement)]
     for node in cluster:
-        statements[node.name] += [
-            ("INSERT INTO shoal.distributed VALUES ($1::regclass, 'hash', $2, $3::int, $4::int)",
-             [rel.sql, column, str(partitions), str(colocation)]),
-            f"INSERT INTO shoal.placement VALUES {parts_sql}",
-        ]
+        statements[node.name] += catalog_rows(rel, column, partitions, colocation, parts)
     everywhere.run(statements)
 
     _move_rows(rel, moved, table)
@@ -98,16 +92,8 @@ def create_global_table(oid: int) -> None:
     rows = backend.query(f"SELECT pg_catalog.array_agg(t::text)::text FROM {rel.sql} t")[0][0]
     for node in cluster:
         if node.name != me:
-            statements[node.name].append(table.create_sql(rel.sql, "", identity.get(node.name),
-                                                          with_uniques=True))
-            statements[node.name] += own_sequences(rel, table, node.name)
-            statements[node.name] += table.indexes + [d for d, _ in table.unique_indexes]
-            if rows is not None:
-                statements[node.name].append((replicate.insert_sql(rel, table), [rows]))
-        statements[node.name] += [
-            *ship_triggers(rel),
-            ("INSERT INTO shoal.distributed VALUES ($1::regclass, 'global', NULL, NULL, NULL)", [rel.sql]),
-        ]
+            statements[node.name] += global_copy(rel, table, node.name, identity, rows)
+        statements[node.name] += [*ship_triggers(rel), *catalog_rows(rel)]
     everywhere.run(statements)
     for statement in restarts:
         backend.query(statement)
@@ -236,6 +222,35 @@ def sequences_for(rel: Relation, table: tabledef.TableDef, cluster: list[NodeInf
                 statements[node.name].append(
                     f"CREATE SEQUENCE {sequence} INCREMENT BY {SEQUENCE_STRIDE} START WITH {start}")
     return identity, restarts
+
+
+def global_copy(rel: Relation, table: tabledef.TableDef, node: str, identity: dict[str, dict[str, str]],
+                rows: str | None) -> list:
+    """A copy of global table ``rel`` on another node: the table, its indexes, ``rows`` (a text[]
+    literal of row values) and its sequences (``identity``: each node's identity options)."""
+    statements: list = [table.create_sql(rel.sql, "", identity.get(node), with_uniques=True)]
+    statements += own_sequences(rel, table, node)
+    statements += table.indexes + [definition for definition, _ in table.unique_indexes]
+    if rows is not None:
+        statements.append((replicate.insert_sql(rel, table), [rows]))
+    return statements
+
+
+def catalog_rows(rel: Relation, column: str | None = None, partitions: int | None = None,
+                 colocation: int | None = None, parts: list[tuple[int, str, str]] | None = None) -> list:
+    """The catalog rows of a shoal table: global without ``column``, else distributed by it with
+    ``parts`` (part, partition table, node)."""
+    if column is None:
+        return [("INSERT INTO shoal.distributed VALUES ($1::regclass, 'global', NULL, NULL, NULL)",
+                 [rel.sql])]
+    parts_sql = ", ".join(
+        f"({quote_literal(rel.sql)}::regclass, {part}, {quote_literal(partition)}, {quote_literal(node)})"
+        for part, partition, node in parts or [])
+    return [
+        ("INSERT INTO shoal.distributed VALUES ($1::regclass, 'hash', $2, $3::int, $4::int)",
+         [rel.sql, column, str(partitions), str(colocation)]),
+        f"INSERT INTO shoal.placement VALUES {parts_sql}",
+    ]
 
 
 def foreign_partition_sql(rel: Relation, partition: str, bound: str, node: str) -> str:

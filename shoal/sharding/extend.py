@@ -16,8 +16,8 @@ from collections import defaultdict
 from shoal.errors import InvalidParameter, SqlError, UndefinedObject
 from shoal.fdw import backend, transport
 from shoal.multiplexer.protocol import decode_text_tuples
-from shoal.sharding import catalog, distribute, everywhere, replicate, tabledef
-from shoal.sharding.catalog import NodeInfo, Relation, quote_ident, quote_literal
+from shoal.sharding import catalog, distribute, everywhere, tabledef
+from shoal.sharding.catalog import NodeInfo, Relation, quote_ident
 
 
 def sync_node(name: str) -> int:
@@ -40,18 +40,17 @@ def sync_node(name: str) -> int:
     statements: list = []
     servers_made: set[str] = set()
     synced = 0
-    with tabledef.qualified_names():
-        for oid, kind in tables:
-            rel = catalog.relation(oid)
-            if (rel.schema, rel.name) in present:
-                continue
-            statements.append(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(rel.schema)}")
-            if kind == "hash":
-                statements += _distributed(rel, target, servers_made)
-            else:
-                statements += _global(rel, target)
-            statements += _owner_and_grants(rel, roles)
-            synced += 1
+    for oid, kind in tables:
+        rel = catalog.relation(oid)
+        if (rel.schema, rel.name) in present:
+            continue
+        statements.append(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(rel.schema)}")
+        if kind == "hash":
+            statements += _distributed(rel, target, servers_made)
+        else:
+            statements += _global(rel, target)
+        statements += _owner_and_grants(rel, roles)
+        synced += 1
     everywhere.run({name: statements})
     return synced
 
@@ -92,15 +91,8 @@ def _distributed(rel: Relation, target: NodeInfo, servers_made: set[str]) -> lis
         bound = f"FOR VALUES WITH (MODULUS {shoal_table.num_parts}, REMAINDER {part})"
         statements.append(distribute.foreign_partition_sql(rel, partition, bound, node))
     statements += table.indexes
-    parts_sql = ", ".join(
-        f"({quote_literal(rel.sql)}::regclass, {part}, {quote_literal(partition)}, {quote_literal(node)})"
-        for part, partition, node in placement)
-    statements += [
-        ("INSERT INTO shoal.distributed VALUES ($1::regclass, 'hash', $2, $3::int, $4::int)",
-         [rel.sql, shoal_table.column, str(shoal_table.num_parts), str(shoal_table.colocation)]),
-        f"INSERT INTO shoal.placement VALUES {parts_sql}",
-    ]
-    return statements
+    return statements + distribute.catalog_rows(rel, shoal_table.column, shoal_table.num_parts,
+                                                shoal_table.colocation, placement)
 
 
 def _global(rel: Relation, target: NodeInfo) -> list:
@@ -109,17 +101,9 @@ def _global(rel: Relation, target: NodeInfo) -> list:
     table = tabledef.read(rel.oid)
     per_node: dict[str, list] = defaultdict(list)
     identity, _ = distribute.sequences_for(rel, table, [target], per_node)
-    statements = list(per_node[target.name])
-    statements.append(table.create_sql(rel.sql, "", identity.get(target.name), with_uniques=True))
-    statements += distribute.own_sequences(rel, table, target.name)
-    statements += table.indexes + [definition for definition, _ in table.unique_indexes]
     rows = backend.query(f"SELECT pg_catalog.array_agg(t::text)::text FROM {rel.sql} t")[0][0]
-    if rows is not None:
-        statements.append((replicate.insert_sql(rel, table), [rows]))
-    statements += distribute.ship_triggers(rel)
-    statements.append(("INSERT INTO shoal.distributed VALUES ($1::regclass, 'global', NULL, NULL, NULL)",
-                       [rel.sql]))
-    return statements
+    return [*per_node[target.name], *distribute.global_copy(rel, table, target.name, identity, rows),
+            *distribute.ship_triggers(rel), *distribute.catalog_rows(rel)]
 
 
 def _owner_and_grants(rel: Relation, roles: set[str]) -> list[str]:
