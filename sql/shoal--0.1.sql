@@ -134,6 +134,11 @@ CREATE FUNCTION create_distributed_table(relation regclass, "column" name, parti
 CREATE FUNCTION create_global_table(relation regclass) RETURNS void
     AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
+-- A unique constraint or index added to a distributed table after distribution, made on one of its
+-- partitions (shoal.sharding.uniques calls it on the node holding the partition).
+CREATE FUNCTION _add_unique(statement text, partition regclass, "column" name) RETURNS void
+    AS 'MODULE_PATHNAME', 'shoal_add_unique' LANGUAGE C STRICT VOLATILE;
+
 -- Give a node registered after shoal tables were made the tables it lacks (shoal up calls it when
 -- it grows a cluster); returns how many it created there.
 CREATE FUNCTION sync_node(name text) RETURNS int

@@ -443,12 +443,10 @@ def env() -> Iterator[Env]:
 
 NO_TABLE_KEY = ("a distributed table's primary key exists only on its local partitions, not on the table "
                 "(README: PostgreSQL allows no unique index with foreign partitions)")
-LATE_UNIQUE = "a unique index or constraint (with the key) added after distribution is refused (README)"
 
 KNOWN_BUGS: dict[str, str] = {
     **{f"test_keys_and_indexes_as_on_plain[{t}]": NO_TABLE_KEY for t in ("users", "orders", "d_users",
                                                                           "tags")},
-    "test_unique_index_with_the_key_after_distribution": LATE_UNIQUE,
 }
 
 

@@ -181,12 +181,47 @@ def test_bad_requests_are_clear_errors(nodes: list[Node]) -> None:
     sql(n1, "SELECT shoal.create_distributed_table('bad', 'id', 2)")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="already distributed"):
         sql(n1, "SELECT shoal.create_distributed_table('bad', 'id')")
-    with pytest.raises(psycopg.errors.FeatureNotSupported, match="a unique index"):
+    with pytest.raises(psycopg.errors.InvalidTableDefinition, match="unique index .* distribution column"):
         sql(n2, "CREATE UNIQUE INDEX ON bad (u)")
     sql(n1, "CREATE TABLE bad3 (id int) WITH (distributed_by = 'id', num_parts = 3)")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="partitions"):
         sql(n1, "CREATE TABLE bad4 (id int) "
                 "WITH (distributed_by = 'id', num_parts = 4, colocate_with = 'bad3')")
+
+
+def test_unique_keys_added_after_distribution_hold_on_every_partition(nodes: list[Node]) -> None:
+    n1, n2, n3 = nodes
+    sql(n1, "CREATE TABLE late (id int, email text, v int) WITH (distributed_by = 'id', num_parts = 6)")
+    sql(n1, "INSERT INTO late SELECT g, 'u' || g, g FROM generate_series(1, 60) g")
+    sql(n1, "INSERT INTO late VALUES (5, 'again', 0)")  # a duplicate id
+
+    # a key the rows break: refused on the node holding them, and nothing is changed on any node
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        sql(n2, "ALTER TABLE late ADD PRIMARY KEY (id)")
+    indexes = "SELECT count(*) FROM pg_indexes WHERE tablename ~ '^late'"
+    assert everywhere(nodes, indexes) == [[(0,)]] * 3
+    sql(n1, "DELETE FROM late WHERE email = 'again'")
+
+    sql(n2, "ALTER TABLE late ADD CONSTRAINT late_pk PRIMARY KEY (id)")
+    sql(n3, "CREATE UNIQUE INDEX late_email ON late (email, id) WHERE v > 0")
+    # each node holds two of the six partitions, each with both
+    assert everywhere(nodes, indexes) == [[(4,)]] * 3
+    for node in nodes:  # the key holds wherever the row goes, from every node
+        for key in (1, 2, 3, 4, 5, 6):
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                sql(node, f"INSERT INTO late VALUES ({key}, 'dup', 1)")
+    sql(n3, "INSERT INTO late VALUES (3, 'x', 1), (61, 'y', 1) ON CONFLICT (id) DO UPDATE SET v = 100")
+    assert sql(n1, "SELECT id, v FROM late WHERE id IN (3, 61) ORDER BY id") == [(3, 100), (61, 1)]
+
+    with pytest.raises(psycopg.errors.InvalidTableDefinition, match='distribution column "id"'):
+        sql(n1, "ALTER TABLE late ADD UNIQUE (email)")
+    with pytest.raises(psycopg.errors.InvalidTableDefinition, match='distribution column "id"'):
+        sql(n1, "CREATE UNIQUE INDEX ON late (lower(email))")
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="of their own"):
+        sql(n1, "ALTER TABLE late ADD UNIQUE (id, v), ADD COLUMN w int")
+    assert everywhere(nodes, indexes) == [[(4,)]] * 3
+    assert sql(n2, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'late'") == [(3,)]
+    sql(n1, "DROP TABLE late")
 
 
 def test_explain_names_node_and_remote_sql(nodes: list[Node]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from shoal.errors import FeatureNotSupported, InvalidParameter, SqlError
 from shoal.fdw import backend
-from shoal.sharding import catalog, distribute, everywhere, replicate
+from shoal.sharding import catalog, distribute, everywhere, replicate, uniques
 from shoal.sharding.catalog import ShoalTable, quote_ident
 
 Answer = bool | None | Callable[[], None]
@@ -90,7 +90,8 @@ def _alter(info: dict[str, Any], sql: str) -> Answer:
     if info["adds_foreign_key"]:
         raise FeatureNotSupported("foreign keys on distributed and global tables are not supported")
     if table.kind == "hash" and info["adds_unique"]:
-        _refuse_unique("a unique constraint", table)
+        everywhere.run(uniques.statements(sql, table))
+        return None
     return _guarded(lambda: _run_elsewhere([sql]))
 
 
@@ -106,15 +107,9 @@ def _index(info: dict[str, Any], sql: str) -> Answer:
         raise FeatureNotSupported("CREATE INDEX CONCURRENTLY is not supported on shoal tables",
                                   hint="Create the index without CONCURRENTLY.")
     if tables[0].kind == "hash" and info["unique"]:
-        _refuse_unique("a unique index", tables[0])
+        everywhere.run(uniques.statements(sql, tables[0]))
+        return None
     return _guarded(lambda: _run_elsewhere([sql]))
-
-
-def _refuse_unique(what: str, table: ShoalTable) -> None:
-    raise FeatureNotSupported(
-        f'cannot add {what} to distributed table "{table.relation.name}"',
-        hint="Declare primary keys and unique constraints (including the distribution column) "
-             "before distributing the table.")
 
 
 def _rename(info: dict[str, Any], sql: str) -> Answer:
