@@ -13,19 +13,26 @@
  * at the partition and run, from its parse tree rather than rewritten text.
  * Names are left to PostgreSQL, as for the keys declared with the table:
  * index names are unique per schema, and a node holds several partitions.
+ *
+ * The handlers of foreign partitions keep the remote keys they have seen
+ * (an upsert needs them), so every node then has its backends rebuild them:
+ * shoal._forget_partitions(table).
  *-------------------------------------------------------------------------
  */
 #include "shoal.h"
 
+#include "catalog/pg_inherits.h"
 #include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
 #include "tcop/dest.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 
 PG_FUNCTION_INFO_V1(shoal_add_unique);
+PG_FUNCTION_INFO_V1(shoal_forget_partitions);
 
 static bool
 names_column(List *names, const char *column)
@@ -161,5 +168,20 @@ shoal_add_unique(PG_FUNCTION_ARGS)
 	pstmt->stmt_location = -1;
 	pstmt->stmt_len = 0;
 	ProcessUtility(pstmt, sql, false, PROCESS_UTILITY_QUERY, NULL, NULL, None_Receiver, NULL);
+	PG_RETURN_VOID();
+}
+
+/*
+ * shoal._forget_partitions(table regclass): when the transaction commits,
+ * every backend of this node drops what it keeps about the table's
+ * partitions (their handlers, plans using them).
+ */
+Datum
+shoal_forget_partitions(PG_FUNCTION_ARGS)
+{
+	ListCell   *lc;
+
+	foreach(lc, find_inheritance_children(PG_GETARG_OID(0), NoLock))
+		CacheInvalidateRelcacheByRelid(lfirst_oid(lc));
 	PG_RETURN_VOID();
 }

@@ -138,6 +138,9 @@ CREATE FUNCTION create_global_table(relation regclass) RETURNS void
 -- partitions (shoal.sharding.uniques calls it on the node holding the partition).
 CREATE FUNCTION _add_unique(statement text, partition regclass, "column" name) RETURNS void
     AS 'MODULE_PATHNAME', 'shoal_add_unique' LANGUAGE C STRICT VOLATILE;
+-- ... after which the backends of every node forget the keys they saw on its partitions.
+CREATE FUNCTION _forget_partitions(relation regclass) RETURNS void
+    AS 'MODULE_PATHNAME', 'shoal_forget_partitions' LANGUAGE C STRICT VOLATILE;
 
 -- Give a node registered after shoal tables were made the tables it lacks (shoal up calls it when
 -- it grows a cluster); returns how many it created there.

@@ -223,7 +223,8 @@ class RemotePartition(ForeignDataWrapper):
         """The columns of the remote table's unique constraint, which ON CONFLICT must name there.
         shoal's partitions have those of the distributed table, which includes its key in each; the
         statement named one of them, but PostgreSQL does not say which to a foreign partition.
-        Asked once per session: unique constraints cannot be added after distribution."""
+        Asked once per handler: adding a unique key to a distributed table has every backend
+        rebuild the handlers of its partitions (shoal.sharding.uniques)."""
         if self._unique_keys is None:
             self._unique_keys = self._remote_unique_keys()
         if len(self._unique_keys) > 1:
