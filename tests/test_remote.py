@@ -185,6 +185,43 @@ def test_upsert_of_rows_of_the_remote_partition_matches_a_local_table(nodes: tup
                           *before[0][2:])]
 
 
+def test_upsert_that_would_update_a_remote_row_twice_fails_as_on_a_local_table(
+        nodes: tuple[Node, Node]) -> None:
+    """Rows of one INSERT ... ON CONFLICT DO UPDATE with the same key: PostgreSQL refuses to affect a
+    row twice; a remote partition gets each row in its own statement, so shoal counts the keys."""
+    n1, n2 = nodes
+    with psycopg.connect(n2.conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE v_p1 (id int PRIMARY KEY, name text)")
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE v (id int, name text) PARTITION BY HASH (id)")
+        conn.execute("CREATE TABLE v_p0 PARTITION OF v (PRIMARY KEY (id)) "
+                     "FOR VALUES WITH (MODULUS 2, REMAINDER 0)")
+        conn.execute("CREATE FOREIGN TABLE v_p1 PARTITION OF v FOR VALUES WITH (MODULUS 2, REMAINDER 1) "
+                     "SERVER n2 OPTIONS (table_name 'v_p1')")
+        conn.execute("CREATE TABLE v_plain (id int PRIMARY KEY, name text)")
+        for table in ("v", "v_plain"):
+            conn.execute(f"INSERT INTO {table} SELECT g, 'x' FROM generate_series(1, 10) g")
+        remote = conn.execute("SELECT id FROM v_p1 ORDER BY id LIMIT 1").fetchone()[0]
+        hashed_there = "SELECT satisfies_hash_partition('v'::regclass, 2, 1, %s::int)"
+        new = next(i for i in range(11, 40) if conn.execute(hashed_there, (i,)).fetchone()[0])
+        twice = [
+            f"INSERT INTO {{t}} VALUES ({remote}, 'a'), ({remote}, 'b') "
+            "ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+            f"INSERT INTO {{t}} VALUES ({new}, 'a'), ({new}, 'b') ON CONFLICT (id) DO UPDATE SET name = 'c'",
+        ]
+        for statement in twice:
+            for table in ("v", "v_plain"):
+                with pytest.raises(psycopg.errors.CardinalityViolation, match="a second time"):
+                    conn.execute(statement.format(t=table))
+        # a first row that left the row alone does not count
+        once = (f"INSERT INTO {{t}} VALUES ({remote}, 'a'), ({remote}, 'b') "
+                "ON CONFLICT (id) DO UPDATE SET name = excluded.name WHERE excluded.name = 'b' RETURNING *")
+        got = conn.execute(once.format(t="v")).fetchall()
+        assert got == conn.execute(once.format(t="v_plain")).fetchall() == [(remote, "b")]
+        assert conn.execute("SELECT * FROM v ORDER BY id").fetchall() == \
+            conn.execute("SELECT * FROM v_plain ORDER BY id").fetchall()
+
+
 def test_upsert_into_a_remote_table_with_two_unique_constraints_is_refused(nodes: tuple[Node, Node]) -> None:
     n1, n2 = nodes
     with psycopg.connect(n2.conninfo, autocommit=True) as conn:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from shoal.errors import SqlError
 from shoal.fdw import backend, transport
 from shoal.fdw.handler import ForeignDataWrapper
 from shoal.fdw.quals import ColumnDefinition, Quals, SortKey
@@ -49,6 +50,7 @@ class RemotePartition(ForeignDataWrapper):
         self._writes: list[Stream] = []  # batches sent, checked at the end of the statement
         self._skip_conflicts = False  # INSERT ... ON CONFLICT DO NOTHING
         self._upsert: remote_sql.Upsert | None = None  # INSERT ... ON CONFLICT DO UPDATE
+        self._upserted: set[tuple[Any, ...]] = set()  # conflict keys of the rows it has affected
         self._upsert_types: list[int] = []
         self._unique_keys: list[tuple[str, ...]] | None = None
         self._routing: tuple[str | None, frozenset[str], list[str]] | None = None
@@ -218,6 +220,7 @@ class RemotePartition(ForeignDataWrapper):
                 self._conflict_target(), conflict_update["alias"],
                 tuple(conflict_update["set"].items()), conflict_update["where"])
             self._upsert_types = list(conflict_update["types"])
+        self._upserted = set()
 
     def _conflict_target(self) -> tuple[str, ...]:
         """The columns of the remote table's unique constraint, which ON CONFLICT must name there.
@@ -253,6 +256,14 @@ class RemotePartition(ForeignDataWrapper):
     def insert(self, values: dict[str, Any], clause_values: list[Any] | None = None) -> bytes:
         """One row, with RETURNING of the row as stored: binary tuple data the extension decodes
         (empty if a conflict skipped it, or left it alone)."""
+        key = None
+        if self._upsert is not None:
+            key = tuple(values.get(column) for column in self._upsert.target)
+            if key in self._upserted:
+                # as PostgreSQL does: each row goes in its own remote statement, which cannot tell
+                raise SqlError("ON CONFLICT DO UPDATE command cannot affect row a second time",
+                               hint="Ensure that no rows proposed for insertion within the same command "
+                                    "have duplicate constrained values.", sqlstate="21000")
         names = list(values)
         everything = list(self.columns)
         sql = remote_sql.insert_sql(
@@ -264,8 +275,10 @@ class RemotePartition(ForeignDataWrapper):
         if clause_values is not None:
             types += self._upsert_types
             params += clause_values
-        stream = transport.run(self._node(), sql, types, params, write=True)
-        return b"".join(stream)
+        row = b"".join(transport.run(self._node(), sql, types, params, write=True))
+        if row and key is not None and None not in key:  # inserted or updated (NULLs never conflict)
+            self._upserted.add(key)
+        return row
 
     def bulk_insert(self, rows: list[dict[str, Any]]) -> None:
         """A batch as one multi-row INSERT, sent without waiting (checked at end of statement)."""
