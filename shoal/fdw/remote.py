@@ -359,9 +359,6 @@ class RemotePartition(ForeignDataWrapper):
 
     # -- transactions: the remote blocks themselves are shoal.fdw.transport's ----------------
 
-    def begin(self, serializable: bool) -> None:
-        transport.begin(serializable)
-
     def pre_commit(self) -> None:
         self._check_writes()
 

@@ -38,7 +38,6 @@ from shoal.transactions import indoubt, snapshots
 
 @dataclass
 class _LocalTransaction:
-    serializable: bool = False
     _key: str | None = None
     depth: dict[str, int] = field(default_factory=dict)  # node -> remote nesting (1: block open)
     prepared: list[str] = field(default_factory=list)  # nodes holding the prepared transaction
@@ -71,7 +70,7 @@ class _Participant:
     """What the extension's transaction callbacks call: the local transaction's remote part."""
 
     def begin(self, serializable: bool) -> None:
-        _transaction().serializable = serializable
+        pass  # a block takes the local transaction's level when it opens
 
     def pre_commit(self) -> None:
         pre_commit()
@@ -100,11 +99,6 @@ class _Participant:
 
 
 _participant = _Participant()
-
-
-def begin(serializable: bool) -> None:
-    """A handler joined the local transaction (its isolation decides the remote ones')."""
-    _transaction().serializable = serializable
 
 
 def run(node: str, sql: str, types: list[int], params: list[str | None], write: bool,
@@ -184,10 +178,12 @@ def _enter(xact: _LocalTransaction, node: str) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     depth = xact.depth.get(node, 0)
     if depth == 0:
-        # the handlers' begin(serializable) is Multicorn's "uses a transaction snapshot", true in
-        # REPEATABLE READ too: ask for the level itself
-        serializable = xact.serializable and backend.setting("transaction_isolation") == "serializable"
-        fields["begin"] = "serializable" if serializable else "repeatable read"
+        # the block has the local transaction's level: in READ COMMITTED each statement there
+        # takes a new snapshot, and an UPDATE that meets a row changed since re-checks the newest
+        # version, as PostgreSQL does here, where REPEATABLE READ would fail with a serialization
+        # error (hot rows under concurrent updates)
+        level = backend.setting("transaction_isolation")
+        fields["begin"] = level if level in ("repeatable read", "serializable") else "read committed"
         depth = 1
     level = backend.nest_level()
     if depth < level:
