@@ -472,6 +472,7 @@ typedef struct TxnCall
 	int			c;				/* session */
 	bool		got;
 	FullTransactionId fxid;
+	const char *text;			/* a gid */
 } TxnCall;
 
 /* fn(call), with a PostgreSQL ERROR left as the pending Python exception; false then. */
@@ -503,6 +504,12 @@ static void
 do_admit(TxnCall *call)
 {
 	shoal_xact_admit(call->a, call->b);
+}
+
+static void
+do_record_decision(TxnCall *call)
+{
+	shoal_record_decision(call->text);
 }
 
 static void
@@ -550,6 +557,17 @@ pg_admit(PyObject *self, PyObject *args)
 	TxnCall		call = {0};
 
 	if (!PyArg_ParseTuple(args, "ip", &call.a, &call.b) || !txn_call(do_admit, &call))
+		return NULL;
+	Py_RETURN_NONE;
+}
+
+/* record_decision(gid): the distributed commit named gid commits if this transaction does. */
+static PyObject *
+pg_record_decision(PyObject *self, PyObject *args)
+{
+	TxnCall		call = {0};
+
+	if (!PyArg_ParseTuple(args, "s", &call.text) || !txn_call(do_record_decision, &call))
 		return NULL;
 	Py_RETURN_NONE;
 }
@@ -656,6 +674,8 @@ static PyMethodDef pg_methods[] = {
 	"True if the transaction has written here (it has a transaction id)."},
 	{"guard_lock_waits", pg_guard_lock_waits, METH_NOARGS,
 	"Bound this transaction's lock waits here by shoal.deadlock_timeout."},
+	{"record_decision", pg_record_decision, METH_VARARGS,
+	"Record the decision of the distributed commit named gid in this transaction."},
 	{"admit", pg_admit, METH_VARARGS,
 	"admit(slots, wait): take one of this node's slots for transactions with remote blocks."},
 	{"top_transaction_id", pg_top_transaction_id, METH_NOARGS,

@@ -232,6 +232,7 @@ extern void shoal_xact_init(void);
 extern void shoal_xact_touch(PyObject *handler);
 extern void shoal_xact_guard_lock_waits(void);
 extern void shoal_xact_admit(int slots, bool wait);
+extern void shoal_record_decision(const char *gid);
 extern char *shoal_prepare_gid;
 
 /* sqlfunc.c: SQL functions written in Python; DDL seen by Python */

@@ -12,16 +12,24 @@
  * lock here at most shoal.deadlock_timeout, and the lock timeout it then
  * gets is reported as the deadlock it probably is (SQLSTATE 40P01, which
  * clients such as pgbench retry).
+ *
+ * And the record of a distributed commit's decision, on every such commit's
+ * path.
  *-------------------------------------------------------------------------
  */
 #include "shoal.h"
 
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
+#include "utils/builtins.h"
 #include "utils/elog.h"
 #include "utils/guc.h"
+#include "utils/snapmgr.h"
 
 char	   *shoal_prepare_gid = NULL;
 
@@ -265,4 +273,55 @@ shoal_xact_init(void)
 	RegisterSubXactCallback(subxact_callback, NULL);
 	prev_emit_log_hook = emit_log_hook;
 	emit_log_hook = deadlock_report;
+}
+
+/*
+ * The decision of a distributed commit: a row of shoal.decided written in
+ * the coordinator's transaction, so that it exists if and only if that
+ * commits (shoal.transactions.indoubt).  Clients may not write the table:
+ * the insert runs as the bootstrap superuser, through a plan kept for the
+ * session.
+ */
+void
+shoal_record_decision(const char *gid)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		value = CStringGetTextDatum(gid);
+	Oid			saved_user;
+	int			saved_context;
+
+	GetUserIdAndSecContext(&saved_user, &saved_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   saved_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		/* at pre-commit, the statements are done and no snapshot is active */
+		bool		pushed = !ActiveSnapshotSet();
+
+		if (pushed)
+			PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "shoal: SPI_connect failed");
+		if (plan == NULL)
+		{
+			Oid			type = TEXTOID;
+			SPIPlanPtr	prepared = SPI_prepare("INSERT INTO shoal.decided (gid) VALUES ($1)", 1, &type);
+
+			if (prepared == NULL)
+				elog(ERROR, "shoal: cannot prepare the decision's insert: %s",
+					 SPI_result_code_string(SPI_result));
+			SPI_keepplan(prepared);
+			plan = prepared;
+		}
+		if (SPI_execute_plan(plan, &value, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "shoal: the decision's insert failed");
+		SPI_finish();
+		if (pushed)
+			PopActiveSnapshot();
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(saved_user, saved_context);
+	}
+	PG_END_TRY();
 }

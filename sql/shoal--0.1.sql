@@ -14,6 +14,10 @@ CREATE FOREIGN DATA WRAPPER shoal_fdw
 COMMENT ON FOREIGN DATA WRAPPER shoal_fdw IS
     'Foreign tables served by Python handlers: a shoal node''s partitions, or any handler named by the wrapper option';
 
+-- Every role reads the catalog views and calls the public functions (each object says what it
+-- allows); shoal reads the catalog as the role running the statement.
+GRANT USAGE ON SCHEMA shoal TO PUBLIC;
+
 -- The nodes of the cluster, as this node knows them.
 CREATE TABLE node (
     name     text PRIMARY KEY CHECK (name ~ '^[a-z_][a-z0-9_]*$'),
@@ -198,17 +202,6 @@ CREATE TABLE decided (
     decided_at timestamptz NOT NULL DEFAULT now()
 );
 SELECT pg_catalog.pg_extension_config_dump('decided', '');
-
--- Only for the caller's own transaction: its id is part of the gid.
-CREATE FUNCTION _record_decision(gid text) RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
-BEGIN
-    IF split_part(gid, ':', 3) <> pg_current_xact_id()::text THEN
-        RAISE EXCEPTION 'shoal: % is not the gid of this transaction', gid;
-    END IF;
-    INSERT INTO shoal.decided (gid) VALUES (gid);
-END
-$$;
 
 CREATE FUNCTION _in_doubt_json(settle boolean) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C STRICT VOLATILE;

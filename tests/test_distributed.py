@@ -149,7 +149,13 @@ def test_privileges_reach_the_partitions(nodes: list[Node]) -> None:
     assert sql(n2, "SELECT count(*) FROM secret", user="reader") == [(30,)]
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         sql(n2, "UPDATE secret SET s = 'no'", user="reader")
-    sql(n3, "REVOKE SELECT ON secret FROM reader")
+    sql(n3, "GRANT UPDATE ON secret TO reader")
+    # a two-phase commit by a role that may not write shoal's record of decisions
+    decisions = "SELECT count(*) FROM shoal.decided"
+    before = sql(n2, decisions)[0][0]
+    assert sql(n2, "UPDATE secret SET s = 'yes' RETURNING s", user="reader") == [("yes",)] * 30
+    assert sql(n2, decisions)[0][0] == before + 1
+    sql(n3, "REVOKE SELECT, UPDATE ON secret FROM reader")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         sql(n1, "SELECT count(*) FROM secret", user="reader")
 

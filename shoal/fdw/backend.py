@@ -82,6 +82,12 @@ def guard_lock_waits() -> None:
     _require().guard_lock_waits()
 
 
+def record_decision(gid: str) -> None:
+    """Insert the decision of the distributed commit ``gid`` (a row of shoal.decided) in this
+    transaction, whatever the role running it."""
+    _require().record_decision(gid)
+
+
 def top_transaction_id() -> int:
     """The local transaction's full transaction id, assigned now if it has none: the durable
     record of a distributed commit's decision is this id's commit."""

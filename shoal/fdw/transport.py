@@ -167,7 +167,7 @@ def _slots() -> int:
     now = time.monotonic()
     if now - _slots_cache[0] > SLOTS_REFRESH_S:
         workers = int(backend.setting("shoal.workers") or 1)
-        peers = max(1, backend.query("SELECT count(*) - 1 FROM shoal.node")[0][0])
+        peers = max(1, backend.query("SELECT count(*) - 1 FROM shoal.nodes")[0][0])
         _slots_cache = (now, max(1, (workers - 1) // peers))
     return _slots_cache[1]
 

@@ -58,7 +58,7 @@ def this_node() -> str:
 def nodes() -> list[NodeInfo]:
     """Every node of the cluster, in id order."""
     return [NodeInfo(name, node_id) for name, node_id in
-            backend.query("SELECT name, id FROM shoal.node ORDER BY id")]
+            backend.query("SELECT name, id FROM shoal.nodes ORDER BY id")]
 
 
 def relation(oid: int) -> Relation:

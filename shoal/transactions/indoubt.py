@@ -50,7 +50,7 @@ def record_decision(name: str) -> None:
     """In the coordinator's transaction, before it commits: the decision, should it commit."""
     from shoal.fdw import backend
 
-    backend.query("SELECT shoal._record_decision($1)", name)
+    backend.record_decision(name)
 
 
 @dataclass

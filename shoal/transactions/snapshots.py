@@ -67,7 +67,7 @@ def take(handlers: list[Any], reads_locally: bool, whole_transaction: bool) -> i
     if xact is not None and xact.written:
         return 0  # a writer reads in its own blocks
     if whole_transaction:
-        nodes = sorted(row[0] for row in backend.query("SELECT name FROM shoal.node") if row[0] != me)
+        nodes = sorted(row[0] for row in backend.query("SELECT name FROM shoal.nodes") if row[0] != me)
         reads_locally = True  # the transaction's snapshot here is part of the cut
     else:
         nodes = sorted({h.node for h in handlers if isinstance(getattr(h, "node", None), str)} - {me})
