@@ -122,21 +122,29 @@ def test_row_estimates_follow_the_remote_statistics(nodes: tuple[Node, Node]) ->
     assert estimate("id > 3") == round(remote * 0.33)
 
 
+def make_half_remote(nodes: tuple[Node, Node], name: str, columns: str, remote_columns: str) -> None:
+    """Table ``name`` (``columns``, key ``id``) hash-partitioned in two: ``{name}_p0`` on n1 with the
+    primary key, ``{name}_p1`` n2's table of ``remote_columns`` as a foreign partition (PostgreSQL allows
+    no unique index over a foreign partition: the key is each partition's)."""
+    n1, n2 = nodes
+    with psycopg.connect(n2.conninfo, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {name}_p1 ({remote_columns})")
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {name} ({columns}) PARTITION BY HASH (id)")
+        conn.execute(f"CREATE TABLE {name}_p0 PARTITION OF {name} (PRIMARY KEY (id)) "
+                     "FOR VALUES WITH (MODULUS 2, REMAINDER 0)")
+        conn.execute(f"CREATE FOREIGN TABLE {name}_p1 PARTITION OF {name} "
+                     f"FOR VALUES WITH (MODULUS 2, REMAINDER 1) SERVER n2 OPTIONS (table_name '{name}_p1')")
+
+
 def test_upsert_of_rows_of_the_remote_partition_matches_a_local_table(nodes: tuple[Node, Node]) -> None:
     """INSERT ... ON CONFLICT DO UPDATE through the parent: the clause runs on the remote node, what
     reads no row (parameters, now()) is computed here; RETURNING, counts and WHERE as on a plain table."""
     n1, _ = nodes
+    make_half_remote(nodes, "u", "id int, name text, n int DEFAULT 0, at timestamptz",
+                     "id int PRIMARY KEY, name text, n int DEFAULT 0, at timestamptz")
     with psycopg.connect(n1.conninfo, autocommit=True) as conn:
-        # the key is each partition's (PostgreSQL allows no unique index over a foreign partition)
-        conn.execute("CREATE TABLE u (id int, name text, n int DEFAULT 0, at timestamptz) "
-                     "PARTITION BY HASH (id)")
-        conn.execute("CREATE TABLE u_p0 PARTITION OF u (PRIMARY KEY (id)) "
-                     "FOR VALUES WITH (MODULUS 2, REMAINDER 0)")
-        conn.execute("CREATE FOREIGN TABLE u_p1 PARTITION OF u FOR VALUES WITH (MODULUS 2, REMAINDER 1) "
-                     "SERVER n2 OPTIONS (table_name 'u_p1')")
         conn.execute("CREATE TABLE u_plain (id int PRIMARY KEY, name text, n int DEFAULT 0, at timestamptz)")
-    with psycopg.connect(nodes[1].conninfo, autocommit=True) as conn:
-        conn.execute("CREATE TABLE u_p1 (id int PRIMARY KEY, name text, n int DEFAULT 0, at timestamptz)")
     statements = [
         "INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, 12) g",
         "INSERT INTO {t} AS x VALUES (1, 'a'), (2, 'b'), (3, 'c'), (30, 'new') ON CONFLICT (id) DO UPDATE "
@@ -189,15 +197,9 @@ def test_upsert_that_would_update_a_remote_row_twice_fails_as_on_a_local_table(
         nodes: tuple[Node, Node]) -> None:
     """Rows of one INSERT ... ON CONFLICT DO UPDATE with the same key: PostgreSQL refuses to affect a
     row twice; a remote partition gets each row in its own statement, so shoal counts the keys."""
-    n1, n2 = nodes
-    with psycopg.connect(n2.conninfo, autocommit=True) as conn:
-        conn.execute("CREATE TABLE v_p1 (id int PRIMARY KEY, name text)")
+    n1, _ = nodes
+    make_half_remote(nodes, "v", "id int, name text", "id int PRIMARY KEY, name text")
     with psycopg.connect(n1.conninfo, autocommit=True) as conn:
-        conn.execute("CREATE TABLE v (id int, name text) PARTITION BY HASH (id)")
-        conn.execute("CREATE TABLE v_p0 PARTITION OF v (PRIMARY KEY (id)) "
-                     "FOR VALUES WITH (MODULUS 2, REMAINDER 0)")
-        conn.execute("CREATE FOREIGN TABLE v_p1 PARTITION OF v FOR VALUES WITH (MODULUS 2, REMAINDER 1) "
-                     "SERVER n2 OPTIONS (table_name 'v_p1')")
         conn.execute("CREATE TABLE v_plain (id int PRIMARY KEY, name text)")
         for table in ("v", "v_plain"):
             conn.execute(f"INSERT INTO {table} SELECT g, 'x' FROM generate_series(1, 10) g")
@@ -223,15 +225,9 @@ def test_upsert_that_would_update_a_remote_row_twice_fails_as_on_a_local_table(
 
 
 def test_upsert_into_a_remote_table_with_two_unique_constraints_is_refused(nodes: tuple[Node, Node]) -> None:
-    n1, n2 = nodes
-    with psycopg.connect(n2.conninfo, autocommit=True) as conn:
-        conn.execute("CREATE TABLE w_p1 (id int PRIMARY KEY, email text UNIQUE)")
+    n1, _ = nodes
+    make_half_remote(nodes, "w", "id int, email text", "id int PRIMARY KEY, email text UNIQUE")
     with psycopg.connect(n1.conninfo, autocommit=True) as conn:
-        conn.execute("CREATE TABLE w (id int, email text) PARTITION BY HASH (id)")
-        conn.execute("CREATE TABLE w_p0 PARTITION OF w (PRIMARY KEY (id)) "
-                     "FOR VALUES WITH (MODULUS 2, REMAINDER 0)")
-        conn.execute("CREATE FOREIGN TABLE w_p1 PARTITION OF w FOR VALUES WITH (MODULUS 2, REMAINDER 1) "
-                     "SERVER n2 OPTIONS (table_name 'w_p1')")
         conn.execute("INSERT INTO w SELECT g, 'e' || g FROM generate_series(1, 10) g")
         remote = conn.execute("SELECT min(id) FROM w_p1").fetchone()[0]
         with pytest.raises(psycopg.Error, match="several unique constraints"):
