@@ -62,6 +62,19 @@ def test_the_append_costs_its_cheapest_subplan_and_the_nodes_above_it_follow(has
     assert aggregate["Total Cost"] >= append["Total Cost"]
 
 
+def test_writes_and_locking_reads_keep_custom_plans(hashed: Db) -> None:
+    """Only plain SELECTs are corrected (extension/pruning.c says why): an UPDATE, a DELETE and a
+    SELECT ... FOR UPDATE stay custom plans, pruned when planned."""
+    db = hashed
+    for name, statement in [("u", "UPDATE h SET v = v WHERE id = $1"), ("d", "DELETE FROM h WHERE id = -$1"),
+                            ("f", "SELECT v FROM h WHERE id = $1 FOR UPDATE")]:
+        db.execute(f"PREPARE {name}(int) AS {statement}")
+        for i in range(1, 8):
+            db.execute(f"EXECUTE {name}({i})")
+        plan = json.dumps(plan_of(db, f"EXECUTE {name}(3)"))
+        assert "Subplans Removed" not in plan and "$1" not in plan, (statement, plan)
+
+
 def test_force_custom_plan_still_plans_each_execution(hashed: Db) -> None:
     db = hashed
     db.execute("SET plan_cache_mode = force_custom_plan")
