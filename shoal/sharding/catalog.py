@@ -88,6 +88,32 @@ def shoal_table(oid: int) -> ShoalTable | None:
     return ShoalTable(relation(oid), kind, column, num_parts, colocation)
 
 
+@dataclass(frozen=True)
+class Grant:
+    """A privilege on a table, granted to a role other than its owner (``role`` None: PUBLIC)."""
+
+    role: str | None
+    privilege: str
+    grantable: bool
+
+    def grant_sql(self, table_sql: str) -> str:
+        option = " WITH GRANT OPTION" if self.grantable else ""
+        return f"GRANT {self.privilege} ON {table_sql} TO {role_sql(self.role)}{option}"
+
+
+def role_sql(role: str | None) -> str:
+    return "PUBLIC" if role is None else quote_ident(role)
+
+
+def grants(table: str) -> list[Grant]:
+    """The privileges on ``table`` (its name as SQL) held by others than its owner."""
+    return [Grant(*row) for row in backend.query(
+        "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE r.rolname::text END, a.privilege_type, a.is_grantable "
+        "FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a "
+        "LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee "
+        "WHERE c.oid = $1::regclass AND a.grantee <> c.relowner", table)]
+
+
 def placement(oid: int) -> list[tuple[int, str, str]]:
     """(part, partition name, node) of a distributed table, by part."""
     return [tuple(r) for r in backend.query(

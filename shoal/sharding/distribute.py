@@ -310,21 +310,10 @@ def sync_privileges(oid: int) -> None:
     """Give this node's partitions of a distributed table the privileges of the table itself: the
     other nodes' workers read and write a partition directly, as the role that ran the query."""
     rel = catalog.relation(oid)
-    who = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END"
-    grants = backend.query(
-        f"SELECT {who}, "
-        "a.privilege_type, a.is_grantable FROM pg_catalog.pg_class c, "
-        "LATERAL pg_catalog.aclexplode(c.relacl) a LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee "
-        "WHERE c.oid = $1::oid AND a.grantee <> c.relowner", oid)
+    wanted = catalog.grants(rel.sql)
     for _, name, _ in catalog.placement(oid):
         partition = f"{quote_ident(rel.schema)}.{quote_ident(name)}"
-        holders = backend.query(
-            f"SELECT DISTINCT {who} "
-            "FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a "
-            "LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee "
-            "WHERE c.oid = $1::regclass AND a.grantee <> c.relowner", partition)
-        for (holder,) in holders:
-            backend.query(f"REVOKE ALL ON {partition} FROM {holder}")
-        for grantee, privilege, grantable in grants:
-            option = " WITH GRANT OPTION" if grantable else ""
-            backend.query(f"GRANT {privilege} ON {partition} TO {grantee}{option}")
+        for role in {grant.role for grant in catalog.grants(partition)}:
+            backend.query(f"REVOKE ALL ON {partition} FROM {catalog.role_sql(role)}")
+        for grant in wanted:
+            backend.query(grant.grant_sql(partition))

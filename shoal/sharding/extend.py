@@ -121,17 +121,11 @@ def _owner_and_grants(rel: Relation, roles: set[str]) -> list[str]:
             f"OWNER TO {quote_ident(owner)}" for _, partition, _ in catalog.placement(rel.oid)]
     else:
         missing.add(owner)
-    for grantee, privilege, grantable in backend.query(
-            "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE r.rolname::text END, a.privilege_type, "
-            "a.is_grantable FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a "
-            "LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee "
-            "WHERE c.oid = $1::oid AND a.grantee <> c.relowner", rel.oid):
-        if grantee is not None and grantee not in roles:
-            missing.add(grantee)
-            continue
-        option = " WITH GRANT OPTION" if grantable else ""
-        statements.append(f"GRANT {privilege} ON {rel.sql} TO "
-                          f"{'PUBLIC' if grantee is None else quote_ident(grantee)}{option}")
+    for grant in catalog.grants(rel.sql):
+        if grant.role is not None and grant.role not in roles:
+            missing.add(grant.role)
+        else:
+            statements.append(grant.grant_sql(rel.sql))
     if missing:
         backend.log("warning", f'shoal: the node lacks role(s) {", ".join(sorted(missing))}, so their '
                     f'ownership of and privileges on "{rel.name}" are not copied there')
