@@ -2,13 +2,15 @@
  * quals.c
  *		Which restriction clauses can be handed to a handler, and in what form.
  *
- * A clause ships when it reads only this table's columns, constants and
- * parameters, and uses only built-in immutable operators and functions
- * with collations that mean the same on the other side.  Each shipped
- * clause gets its SQL text, deparsed by PostgreSQL's own ruleutils with
- * parameters (and outer-relation values of parameterized paths) replaced
- * by $n; a clause of the simple form `column op value` also becomes a
- * Multicorn-style qual.
+ * A clause ships when what it computes from this table's columns uses
+ * only built-in immutable operators and functions with collations that
+ * mean the same on the other side.  What it computes from anything else
+ * (parameters, a PL/pgSQL variable's array element, now(), the outer
+ * relation of a parameterized path) is evaluated here, once per scan, and
+ * travels as a parameter $n; so does every constant if the handler wants
+ * one remote plan per statement shape.  Each shipped clause gets its SQL
+ * text, deparsed by PostgreSQL's own ruleutils; a clause of the simple
+ * form `column op value` also becomes a Multicorn-style qual.
  *-------------------------------------------------------------------------
  */
 #include "shoal.h"
@@ -127,6 +129,28 @@ ships_walker(Node *node, ShipContext *ctx)
 			if (!is_builtin(((ArrayExpr *) node)->array_typeid))
 				return true;
 			break;
+		case T_SubscriptingRef:
+			{
+				SubscriptingRef *ref = (SubscriptingRef *) node;
+
+				/* reading an element of a built-in container: arrays, jsonb */
+				if (!is_builtin(ref->refcontainertype) || !is_builtin(ref->refrestype) ||
+					ref->refassgnexpr != NULL)
+					return true;
+				break;
+			}
+		case T_MinMaxExpr:
+			if (!is_builtin(((MinMaxExpr *) node)->minmaxtype) ||
+				!collation_ships(((MinMaxExpr *) node)->inputcollid))
+				return true;
+			break;
+		case T_CaseExpr:
+		case T_CoalesceExpr:
+			if (!is_builtin(exprType(node)))
+				return true;
+			break;
+		case T_CaseWhen:
+		case T_CaseTestExpr:
 		case T_BoolExpr:
 		case T_NullTest:
 		case T_BooleanTest:
@@ -138,11 +162,91 @@ ships_walker(Node *node, ShipContext *ctx)
 	return expression_tree_walker(node, ships_walker, (void *) ctx);
 }
 
+static bool
+reads_row_walker(Node *node, Index *rti)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var))
+		return ((Var *) node)->varlevelsup != 0 || ((Var *) node)->varno == *rti ||
+			IS_SPECIAL_VARNO(((Var *) node)->varno);
+	return expression_tree_walker(node, reads_row_walker, (void *) rti);
+}
+
+static bool
+has_case_placeholder_walker(Node *node, void *unused)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, CaseTestExpr))
+		return true;
+	return expression_tree_walker(node, has_case_placeholder_walker, unused);
+}
+
+static bool
+runs_subquery_walker(Node *node, void *unused)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, SubPlan) || IsA(node, AlternativeSubPlan) || IsA(node, SubLink))
+		return true;
+	return expression_tree_walker(node, runs_subquery_walker, unused);
+}
+
+/*
+ * May node be evaluated on this node on its own, its value travelling as a
+ * parameter?  It must be a whole value (not a list, not a CASE arm) that
+ * reads no row: neither the table at range-table index rti nor the row ON
+ * CONFLICT proposes.  A CASE placeholder belongs to an enclosing CASE, so
+ * what holds one stays with it.  once: the value is computed once for many
+ * rows (a scan's parameter), so it must not be volatile nor run a subquery,
+ * whose value may change from row to row.
+ */
+bool
+shoal_evaluates_here(Node *node, Index rti, bool once)
+{
+	switch (nodeTag(node))
+	{
+		case T_Param:
+			if (((Param *) node)->paramkind != PARAM_EXTERN && ((Param *) node)->paramkind != PARAM_EXEC)
+				return false;	/* a subquery's output, or a multiple assignment's */
+			break;
+		case T_Var:
+		case T_FuncExpr:
+		case T_OpExpr:
+		case T_DistinctExpr:
+		case T_NullIfExpr:
+		case T_ScalarArrayOpExpr:
+		case T_BoolExpr:
+		case T_RelabelType:
+		case T_CoerceViaIO:
+		case T_ArrayCoerceExpr:
+		case T_CaseExpr:
+		case T_ArrayExpr:
+		case T_CoalesceExpr:
+		case T_MinMaxExpr:
+		case T_SubscriptingRef:
+		case T_SQLValueFunction:
+		case T_NullTest:
+		case T_BooleanTest:
+		case T_CoerceToDomain:
+			break;
+		default:
+			return false;
+	}
+	if (reads_row_walker(node, &rti))
+		return false;
+	if (!IsA(node, CaseExpr) && !IsA(node, ArrayCoerceExpr) && has_case_placeholder_walker(node, NULL))
+		return false;
+	return !once || (!contain_volatile_functions(node) && !runs_subquery_walker(node, NULL));
+}
+
 typedef struct ParamizeContext
 {
 	Index		relid;
 	List	  **params;			/* expressions whose values are $1, $2, ... */
 	bool		constants;		/* constants become parameters too */
+	bool		conditional;	/* below a CASE, AND, OR or COALESCE: evaluated for some rows only */
 } ParamizeContext;
 
 static int
@@ -175,13 +279,29 @@ make_scan_param(Node *expr, int index)
 	return param;
 }
 
-/* The clause as deparse sees it: this table is range-table entry 1; everything else is $n. */
+static bool
+evaluates_conditionally(Node *node)
+{
+	return IsA(node, CaseExpr) || IsA(node, CoalesceExpr) ||
+		(IsA(node, BoolExpr) && ((BoolExpr *) node)->boolop != NOT_EXPR);
+}
+
+/*
+ * The clause as deparse sees it: this table is range-table entry 1; what
+ * reads none of its rows is $n.  Where PostgreSQL would evaluate a part for
+ * some rows only (a CASE arm, the right of an AND), computing it here for
+ * all could raise an error PostgreSQL would not: there, only parameters and
+ * other relations' columns are taken as they are.
+ */
 static Node *
 paramize_mutator(Node *node, ParamizeContext *ctx)
 {
+	Node	   *result;
+	bool		conditional = ctx->conditional;
+
 	if (node == NULL)
 		return NULL;
-	if (IsA(node, Var) && ((Var *) node)->varno == ctx->relid)
+	if (IsA(node, Var) && ((Var *) node)->varno == ctx->relid && ((Var *) node)->varlevelsup == 0)
 	{
 		Var		   *var = (Var *) copyObject(node);
 
@@ -189,9 +309,15 @@ paramize_mutator(Node *node, ParamizeContext *ctx)
 		var->varnosyn = 1;
 		return (Node *) var;
 	}
-	if (IsA(node, Var) || IsA(node, Param) || (ctx->constants && IsA(node, Const)))
+	if (IsA(node, Const))
+		return ctx->constants ? (Node *) make_scan_param(node, param_index(ctx->params, node)) : node;
+	if ((IsA(node, Var) || IsA(node, Param) || !ctx->conditional) &&
+		shoal_evaluates_here(node, ctx->relid, true))
 		return (Node *) make_scan_param(node, param_index(ctx->params, node));
-	return expression_tree_mutator(node, paramize_mutator, (void *) ctx);
+	ctx->conditional |= evaluates_conditionally(node);
+	result = expression_tree_mutator(node, paramize_mutator, (void *) ctx);
+	ctx->conditional = conditional;
+	return result;
 }
 
 /*
@@ -335,16 +461,19 @@ char *
 shoal_remote_sql(PlannerInfo *root, Index relid, Expr *expr, List **params,
 				 bool constants_as_params)
 {
-	ShipContext ship = {relid, false};
-	ParamizeContext paramize = {relid, params, constants_as_params};
+	ShipContext ship = {1, false};
+	ParamizeContext paramize = {relid, params, constants_as_params, false};
 	RangeTblEntry *rte = planner_rt_fetch(relid, root);
 	Node	   *remote;
 	List	   *saved = list_copy(*params);
 	char	   *sql = NULL;
 
-	if (ships_walker((Node *) expr, &ship) || contain_mutable_functions((Node *) expr))
-		return NULL;
 	remote = paramize_mutator((Node *) expr, &paramize);
+	if (ships_walker(remote, &ship) || contain_mutable_functions(remote))
+	{
+		*params = saved;
+		return NULL;
+	}
 	PG_TRY();
 	{
 		sql = shoal_deparse_portable(remote, deparse_context_for(get_rel_name(rte->relid), rte->relid),

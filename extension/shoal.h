@@ -169,6 +169,7 @@ extern ShoalQual *shoal_classify_clause(PlannerInfo *root, RelOptInfo *baserel, 
 										 List **params, bool constants_as_params);
 extern char *shoal_deparse_portable(Node *expr, List *dpcontext, bool prefix);
 extern bool shoal_expr_ships(Node *expr, Index relid);
+extern bool shoal_evaluates_here(Node *node, Index rti, bool once);
 extern List *shoal_quals_to_private(List *quals);
 extern List *shoal_quals_from_private(List *private);
 extern PyObject *shoal_quals_to_py(List *quals, Relation rel, Datum *paramvals, bool *paramnulls,

@@ -37,64 +37,6 @@ typedef struct LocalizeContext
 	List	   *exprs;			/* what each parameter is, in order */
 } LocalizeContext;
 
-static bool
-reads_row_walker(Node *node, Index *rti)
-{
-	if (node == NULL)
-		return false;
-	if (IsA(node, Var))
-		return ((Var *) node)->varlevelsup == 0 &&
-			(((Var *) node)->varno == *rti || ((Var *) node)->varno == INNER_VAR);
-	return expression_tree_walker(node, reads_row_walker, (void *) rti);
-}
-
-static bool
-has_case_placeholder_walker(Node *node, void *unused)
-{
-	if (node == NULL)
-		return false;
-	if (IsA(node, CaseTestExpr))
-		return true;
-	return expression_tree_walker(node, has_case_placeholder_walker, unused);
-}
-
-/*
- * May node be evaluated here on its own?  It must be a whole value (not a
- * list or a CASE arm) that reads no row; a CASE placeholder belongs to an
- * enclosing CASE, so what holds one stays with it.
- */
-static bool
-evaluates_here(Node *node, Index rti)
-{
-	switch (nodeTag(node))
-	{
-		case T_Param:
-		case T_FuncExpr:
-		case T_OpExpr:
-		case T_DistinctExpr:
-		case T_NullIfExpr:
-		case T_ScalarArrayOpExpr:
-		case T_BoolExpr:
-		case T_RelabelType:
-		case T_CoerceViaIO:
-		case T_ArrayCoerceExpr:
-		case T_CaseExpr:
-		case T_ArrayExpr:
-		case T_CoalesceExpr:
-		case T_MinMaxExpr:
-		case T_SQLValueFunction:
-		case T_NullTest:
-		case T_BooleanTest:
-		case T_CoerceToDomain:
-			break;
-		default:
-			return false;
-	}
-	return !reads_row_walker(node, &rti) &&
-		(IsA(node, CaseExpr) || IsA(node, ArrayCoerceExpr) ||
-		 !has_case_placeholder_walker(node, NULL));
-}
-
 static Node *
 localize_mutator(Node *node, LocalizeContext *ctx)
 {
@@ -105,7 +47,7 @@ localize_mutator(Node *node, LocalizeContext *ctx)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("a subquery in ON CONFLICT DO UPDATE is not supported for rows that go to a "
 						"foreign partition")));
-	if (evaluates_here(node, ctx->rti))
+	if (shoal_evaluates_here(node, ctx->rti, false))
 	{
 		Param	   *param = makeNode(Param);
 

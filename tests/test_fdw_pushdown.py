@@ -127,9 +127,7 @@ def test_simple_quals_arrive_as_multicorn_quals(src: Db) -> None:
 @pytest.mark.parametrize(
     "where",
     [
-        "val > random() * 100",  # volatile
-        "name <> current_user",  # stable
-        "id::text = to_char(now(), 'YYYY')",  # stable
+        "val > random() * 100",  # volatile: a new value for each row
         "name > 'név 5' COLLATE \"ucs_basic\"",  # a collation that may not exist elsewhere
     ],
 )
@@ -143,6 +141,39 @@ def test_unsafe_clauses_stay_local(src: Db, where: str) -> None:
     else:
         same_as_local(db, f"SELECT * FROM ft WHERE {where} AND id < 100")
     assert [q[0] for q in executes(db)[-1]["quals"]] == ["id"]
+
+
+@pytest.mark.parametrize(
+    ("where", "pushed"),
+    [
+        ("name <> current_user", "(name <> $1)"),
+        ("id::text = to_char(now(), 'YYYY')", "((id)::text = $1)"),
+        ("id = (ARRAY[3, 4, 5])[grp % 2 + 1]", None),  # reads the row: an array element of it ships
+        ("id < (SELECT max(id) FROM src) - 90", "(id < $1)"),  # the subquery is run here, once
+    ],
+)
+def test_stable_values_are_computed_here_and_ship(src: Db, where: str, pushed: str | None) -> None:
+    """What a clause computes from anything but the row (now(), current_user, a subquery's
+    result) is computed here once and travels as a parameter, as a constant would."""
+    db = src
+    plan = db.explain(f"SELECT * FROM ft WHERE {where} AND id < 100")
+    assert "\n  Filter: " not in plan, plan
+    if pushed is not None:
+        assert pushed in plan, plan
+    same_as_local(db, f"SELECT * FROM ft WHERE {where} AND id < 100")
+    assert len(executes(db)[-1]["quals"]) == 2
+
+
+def test_a_value_read_for_some_rows_only_is_not_computed_for_all(src: Db) -> None:
+    """PostgreSQL computes a CASE arm only for the rows that reach it: shoal does not compute
+    it here for all of them, where it could fail when no row needs it."""
+    db = src
+    for table in ("src", "ft"):
+        db.execute(f"PREPARE some_rows_{table}(text) AS SELECT id FROM {table} WHERE "
+                   "CASE WHEN id > 1000 THEN val > to_number($1, '999') ELSE id < 3 END ORDER BY id")
+        assert db.execute(f"EXECUTE some_rows_{table}('x')") == [(1,), (2,)]
+        db.execute(f"DEALLOCATE some_rows_{table}")
+    assert executes(db)[-1]["quals"] == []  # to_number is stable: the clause stayed here
 
 
 def test_the_columns_requested(src: Db) -> None:
