@@ -58,7 +58,7 @@ BEGIN
     IF held > 0 THEN
         RAISE EXCEPTION 'node "%" still holds % partition(s)', remove_node.name, held
             USING ERRCODE = 'object_in_use',
-                  HINT = 'Drop the distributed tables placed on it first (see shoal.partitions).';
+                  HINT = 'Move its partitions to other nodes first with shoal.move_partition() (see shoal.partitions).';
     END IF;
     DELETE FROM shoal.node WHERE node.name = remove_node.name;
     IF NOT FOUND THEN
@@ -151,6 +151,13 @@ CREATE FUNCTION _forget_partitions(relation regclass) RETURNS void
 CREATE FUNCTION sync_node(name text) RETURNS int
     AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C STRICT VOLATILE;
 REVOKE ALL ON FUNCTION sync_node(text) FROM PUBLIC;
+
+-- Move a partition of a distributed table, with the co-located tables' partitions of the same
+-- number, to another node (rebalancing, emptying a node before remove_node); returns the rows
+-- moved.  Writers of those tables wait until it commits.
+CREATE FUNCTION move_partition(partition regclass, node text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION move_partition(regclass, text) FROM PUBLIC;
 
 -- Global tables: what a statement changed, shipped to the other copies (statement triggers).  Rows
 -- travel as the text of the row type (exact for every type), in a text[] literal.

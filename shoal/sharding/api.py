@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from shoal.sharding import distribute, everywhere, extend, replicate
+from shoal.sharding import distribute, everywhere, extend, move, replicate
 
 
 def create_distributed_table(relation: int, column: str, partitions: int | None,
@@ -25,6 +25,11 @@ def create_global_table(relation: int) -> None:
 def sync_node(name: str) -> int:
     with everywhere.internal():
         return extend.sync_node(name)
+
+
+def move_partition(partition: int, node: str) -> int:
+    with everywhere.internal():
+        return move.move_partition(partition, node)
 
 
 def _ship_changes(relation: int, op: str, new_rows: str | None, old_rows: str | None) -> None:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from shoal.fdw import backend, transport
 from shoal.multiplexer.client import RemoteError, Stream
+from shoal.multiplexer.protocol import decode_text_tuples
 
 Statement = tuple[str, list[str | None]]  # SQL with $n (text parameters) and its parameters
 
@@ -46,6 +47,16 @@ def run(per_node: Mapping[str, Iterable[Statement | str]]) -> None:
                 streams.append((node, transport.run(node, sql, [25] * len(params), params, write=True,
                                                     cache=False)))
     wait(streams)
+
+
+def rows(node: str, sql: str, params: list[str | None] | None = None) -> list[tuple]:
+    """A query's rows, as text, from ``node`` (this one's locally), read in the transaction's block
+    there: they see what the transaction did on that node and the locks it holds."""
+    params = params or []
+    if node == backend.setting("shoal.node_name"):
+        return [tuple(None if v is None else str(v) for v in row) for row in backend.query(sql, *params)]
+    stream = transport.run(node, sql, [25] * len(params), params, write=True, cache=False)
+    return decode_text_tuples(b"".join(stream))
 
 
 def wait(streams: list[tuple[str, Stream]]) -> None:

@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from shoal.errors import InvalidParameter, SqlError, UndefinedObject
-from shoal.fdw import backend, transport
-from shoal.multiplexer.protocol import decode_text_tuples
+from shoal.fdw import backend
 from shoal.sharding import catalog, distribute, everywhere, tabledef
 from shoal.sharding.catalog import NodeInfo, Relation, quote_ident
 
@@ -33,8 +32,8 @@ def sync_node(name: str) -> int:
     if not tables:
         return 0
     _check_target_knows_the_nodes(target)
-    roles = {row[0] for row in _rows(name, "SELECT rolname::text FROM pg_catalog.pg_roles")}
-    present = set(_rows(name, "SELECT n.nspname::text, c.relname::text FROM shoal.distributed d "
+    roles = {row[0] for row in everywhere.rows(name, "SELECT rolname::text FROM pg_catalog.pg_roles")}
+    present = set(everywhere.rows(name, "SELECT n.nspname::text, c.relname::text FROM shoal.distributed d "
                               "JOIN pg_catalog.pg_class c ON c.oid = d.relation "
                               "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"))
     statements: list = []
@@ -57,17 +56,12 @@ def sync_node(name: str) -> int:
 
 def _check_target_knows_the_nodes(target: NodeInfo) -> None:
     mine = {node.name for node in catalog.nodes()}
-    theirs = {row[0] for row in _rows(target.name, "SELECT name FROM shoal.node")}
+    theirs = {row[0] for row in everywhere.rows(target.name, "SELECT name FROM shoal.node")}
     missing = sorted(mine - theirs)
     if missing:
         raise SqlError(f'node "{target.name}" does not know node(s) {", ".join(missing)}',
                        sqlstate="55000",
                        hint=f"Run shoal.add_node() for them on {target.name} first (shoal up does).")
-
-
-def _rows(node: str, sql: str) -> list[tuple]:
-    """A query's rows (as text) from ``node``, read in this transaction's block there."""
-    return decode_text_tuples(b"".join(transport.run(node, sql, [], [], write=True, cache=False)))
 
 
 def _distributed(rel: Relation, target: NodeInfo, servers_made: set[str]) -> list:
