@@ -52,6 +52,13 @@ def snapshot(node: Node) -> list[tuple]:
                      "(SELECT count(*) FROM orders), (SELECT sum(amount) FROM orders)")
 
 
+def in_part(node: Node, part: int, ids: range) -> list[int]:
+    """The ids among ``ids`` that go to partition ``part`` of users."""
+    return [r[0] for r in sql(node, "SELECT i FROM generate_series(%s::int, %s::int) i WHERE "
+                                    "satisfies_hash_partition('users'::regclass, 6, %s, i)",
+                              (ids.start, ids.stop - 1, part))]
+
+
 def holder(nodes: list[Node], part: int) -> Node:
     name = dict(placement(nodes[0], part))["users"]
     return next(node for node in nodes if node.name == name)
@@ -80,8 +87,7 @@ def test_a_partition_moves_with_its_colocated_partitions(nodes: list[Node]) -> N
     with psycopg.connect(nodes[2].conninfo, user="reader", autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM users WHERE id = %s", (uid,)).fetchone() == (1,)
     # and it takes the new rows there
-    new_id = next(i for i in range(3001, 4000)
-                  if sql(nodes[0], "SELECT satisfies_hash_partition('users'::regclass, 6, 0, %s::int)", (i,))[0][0])
+    new_id = in_part(nodes[0], 0, range(3001, 4000))[0]
     sql(nodes[1], "INSERT INTO users VALUES (%s, 'new')", (new_id,))
     assert sql(target, "SELECT name FROM users_0 WHERE id = %s", (new_id,)) == [("new",)]
     sql(nodes[0], "DELETE FROM users WHERE id = %s", (new_id,))
@@ -94,7 +100,8 @@ def test_moving_to_where_it_is_changes_nothing(nodes: list[Node]) -> None:
 
 
 @pytest.mark.parametrize(("call", "error", "text"), [
-    ("SELECT shoal.move_partition('users_1', 'n9')", psycopg.errors.UndefinedObject, 'node "n9" does not exist'),
+    ("SELECT shoal.move_partition('users_1', 'n9')", psycopg.errors.UndefinedObject,
+     'node "n9" does not exist'),
     ("SELECT shoal.move_partition('users', 'n1')", psycopg.errors.InvalidParameterValue,
      "is not a partition of a distributed table"),
 ])
@@ -128,8 +135,7 @@ def test_a_move_that_fails_on_one_node_changes_no_node(nodes: list[Node]) -> Non
 def test_writers_wait_for_the_move_and_lose_nothing(nodes: list[Node]) -> None:
     source = holder(nodes, 3)
     target = next(node for node in nodes if node is not source)
-    ids = [i for i in range(5000, 5400)
-           if sql(nodes[0], "SELECT satisfies_hash_partition('users'::regclass, 6, 3, %s::int)", (i,))[0][0]][:20]
+    ids = in_part(nodes[0], 3, range(5000, 5400))[:20]
     writer = psycopg.connect(nodes[1].conninfo)
     writer.execute("INSERT INTO users VALUES (%s, 'before the move')", (ids[0],))  # holds its lock
     result: list = []

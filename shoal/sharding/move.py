@@ -52,7 +52,8 @@ def move_partition(partition_oid: int, node: str) -> int:
                                f"CREATE TABLE {target.sql} PARTITION OF {rel.sql} {bound}",
                                *_own_keys(source, target), *_owner_and_grants(rel, target)]})
         moved += _copy_rows(rel, target, source, node)
-        foreign = [distribute.foreign_partition_sql(rel, partition, bound, node), *_foreign_owner(rel, target)]
+        foreign = [distribute.foreign_partition_sql(rel, partition, bound, node),
+                   *_foreign_owner(rel, target)]
         everywhere.run({source: [distribute.server_sql(node), f"DROP TABLE {target.sql}", *foreign],
                         **{n: [f"DROP FOREIGN TABLE {target.sql}", *foreign] for n in others}})
         everywhere.run({n.name: [("UPDATE shoal.placement SET node = $1 WHERE relation = $2::regclass "
