@@ -257,6 +257,12 @@ def test_a_node_that_joins_later_receives_every_shoal_table(cluster_dir: Path) -
             ("a", 9), ("b", Decimal("2.25")), ("c", 3)]
     _sql(n1, "ALTER TABLE acc ADD COLUMN w int DEFAULT 1")
     assert _sql(n3, "SELECT sum(w) FROM acc") == [(101,)]
+    # and it takes partitions moved to it (the other nodes had no foreign server for it)
+    assert _sql(n2, "SELECT shoal.move_partition('acc_3', 'n3')")[0][0] > 0
+    for node in (n1, n2, n3):
+        assert _sql(node, "SELECT count(*), sum(v) FROM acc") == [(101, 5057)]
+        assert _sql(node, "SELECT node FROM shoal.partitions WHERE part = 3") == [("n3",)]
+    assert _sql(n3, "SELECT relkind::text FROM pg_class WHERE relname = 'acc_3'") == [("r",)]
 
     steps.clear()
     Cluster(cluster_dir).up(progress=steps.append)  # again: nothing is missing

@@ -52,9 +52,10 @@ def move_partition(partition_oid: int, node: str) -> int:
                                f"CREATE TABLE {target.sql} PARTITION OF {rel.sql} {bound}",
                                *_own_keys(source, target), *_owner_and_grants(rel, target)]})
         moved += _copy_rows(rel, target, source, node)
-        foreign = [distribute.foreign_partition_sql(rel, partition, bound, node),
-                   *_foreign_owner(rel, target)]
-        everywhere.run({source: [distribute.server_sql(node), f"DROP TABLE {target.sql}", *foreign],
+        # a node that joined later has no foreign server on the other nodes yet
+        foreign = [distribute.server_sql(node), distribute.foreign_partition_sql(rel, partition, bound, node),
+                   *_owner_and_grants(rel, target, "FOREIGN TABLE")]
+        everywhere.run({source: [f"DROP TABLE {target.sql}", *foreign],
                         **{n: [f"DROP FOREIGN TABLE {target.sql}", *foreign] for n in others}})
         everywhere.run({n.name: [("UPDATE shoal.placement SET node = $1 WHERE relation = $2::regclass "
                                   "AND part = $3::int", [node, rel.sql, str(part)])]
@@ -106,20 +107,14 @@ def _own_keys(source: str, target: Relation) -> list[str]:
              for name, definition in constraints] + [definition for (definition,) in indexes])
 
 
-def _owner(rel: Relation) -> str:
-    return backend.query("SELECT pg_catalog.pg_get_userbyid(relowner)::text FROM pg_catalog.pg_class "
-                         "WHERE oid = $1::oid", rel.oid)[0][0]
-
-
-def _owner_and_grants(rel: Relation, target: Relation) -> list[str]:
-    """The new plain partition has the table's owner and privileges, as the partitions the workers
-    of other nodes read and write directly must (distribute.sync_privileges)."""
-    return [f"ALTER TABLE {target.sql} OWNER TO {quote_ident(_owner(rel))}",
-            *(grant.grant_sql(target.sql) for grant in catalog.grants(rel.sql))]
-
-
-def _foreign_owner(rel: Relation, target: Relation) -> list[str]:
-    return [f"ALTER FOREIGN TABLE {target.sql} OWNER TO {quote_ident(_owner(rel))}"]
+def _owner_and_grants(rel: Relation, target: Relation, kind: str = "TABLE") -> list:
+    """The partition takes the owner and the privileges the table has on the node where it runs:
+    roles are per node, so those of this node may not all exist there.  The workers of other
+    nodes read and write a plain partition directly, as the querying role."""
+    owner = (f"DO $shoal_move$ BEGIN EXECUTE pg_catalog.format('ALTER {kind} %s OWNER TO %I', "
+             f"{quote_literal(target.sql)}, (SELECT pg_catalog.pg_get_userbyid(relowner) "
+             f"FROM pg_catalog.pg_class WHERE oid = {quote_literal(rel.sql)}::regclass)); END $shoal_move$")
+    return [owner, ("SELECT shoal._sync_privileges($1::regclass)", [rel.sql])]
 
 
 def _copy_rows(rel: Relation, target: Relation, source: str, node: str) -> int:
