@@ -2,21 +2,27 @@
 
 One socket per backend process to the node's multiplexer, shared by every scan and write of the
 session; requests are numbered so that many can be in flight at once (an Append over many
-partitions sends all its requests before reading any answer).
+partitions sends all its requests before reading any answer).  Requests to another node are
+written straight into the multiplexer's channel to that node once the multiplexer has lent it
+(multiplexer/direct.py); answers always come back through the multiplexer.
 """
 
 from __future__ import annotations
 
 import select
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from shoal.multiplexer import config as mux_config
 from shoal.multiplexer import framing, protocol
+from shoal.multiplexer.direct import DirectChannel, recv_with_fds
 from shoal.multiplexer.protocol import Kind
 
 ACK_EVERY = 4  # chunks consumed before crediting the worker again
+DIRECT_KINDS = frozenset((Kind.QUERY, Kind.CONTROL, Kind.ACK, Kind.CANCEL))  # what the peer serves
+ASK_AGAIN_S = 1.0  # after the multiplexer declined to lend a channel
 
 
 class RemoteError(Exception):
@@ -44,6 +50,7 @@ class Stream:
         self.error: RemoteError | None = None
         self._consumed = 0
         self.closed = False
+        self.epoch = 0  # the lent channel it went through (0: through the multiplexer)
 
     @property
     def finished(self) -> bool:
@@ -106,6 +113,12 @@ class MuxClient:
         self._deferred: list[list[Any]] = []  # messages to send with the next one
         self._awaiting: set[int] = set()  # pings and stats requests waiting for their reply
         self._replies: dict[int, list] = {}
+        self.direct: dict[str, DirectChannel] = {}  # peer channels the multiplexer lent us
+        self._asked: dict[str, float] = {}  # node -> when we asked for its channel
+        self._fds: deque[int] = deque()  # received with the answers to CHANNEL, in order
+        self._via_mux: dict[int, str] = {}  # requests to other nodes sent through the multiplexer
+        self.me = ""  # this node's name and our routing id, as the multiplexer told us
+        self.ident = b""
 
     def _req(self) -> int:
         self._next_req = (self._next_req + 1) & 0x7FFFFFFF
@@ -120,14 +133,79 @@ class MuxClient:
             self.flush()
 
     def flush(self) -> None:
-        """Send the deferred messages now."""
+        """Send the deferred messages now: those for a lent channel into it, one frame per node,
+        the others to the multiplexer in one frame."""
         if not self._deferred:
             return
         messages, self._deferred = self._deferred, []
+        messages = self._send_direct(messages)
+        if not messages:
+            return
         try:
             self.sock.sendall(framing.encode(protocol.pack(messages)))
         except OSError:
             self._lost()
+
+    def _send_direct(self, messages: list[list[Any]]) -> list[list[Any]]:
+        """Write what may go into lent channels; the rest is for the multiplexer (with a request
+        to lend the channel of a node we have not asked for yet)."""
+        by_node: dict[str, list[list[Any]]] = {}
+        rest = []
+        for msg in messages:
+            if msg[0] in DIRECT_KINDS and msg[1] in self.direct:
+                by_node.setdefault(msg[1], []).append(msg)
+            else:
+                rest.append(msg)
+        for node, batch in by_node.items():
+            if not self._write_direct(node, batch):
+                rest.extend(batch)
+        now = time.monotonic()
+        for msg in list(rest):
+            node = msg[1]
+            if msg[0] not in DIRECT_KINDS or not node:
+                continue
+            if msg[0] in (Kind.QUERY, Kind.CONTROL):
+                self._via_mux[msg[3]] = node  # later requests there wait for its answer to go direct
+            if node not in self.direct and now - self._asked.get(node, -ASK_AGAIN_S) >= ASK_AGAIN_S:
+                self._asked[node] = now
+                rest.append([Kind.CHANNEL, node, b"", 0, None, b""])
+        return rest
+
+    def _write_direct(self, node: str, batch: list[list[Any]]) -> bool:
+        """Write a batch into node's lent channel, if nothing sent earlier could arrive after it
+        and no other process is writing there; False: it goes through the multiplexer."""
+        channel = self.direct[node]
+        for msg in batch:
+            if msg[0] in (Kind.ACK, Kind.CANCEL):
+                stream = self.streams.get(msg[3])
+                if stream is None or stream.epoch != channel.epoch:
+                    return False  # its request went through the multiplexer: so does this
+        if node in self._via_mux.values():
+            return False  # a request through the multiplexer may still be on its way there
+        frame = framing.encode(protocol.pack(
+            [[kind, self.me, self.ident, req, xact, payload] for kind, _, _, req, xact, payload in batch]))
+        try:
+            if not channel.write(frame, self._pause, wait=False):
+                return False
+        except OSError:
+            self._drop_channel(node)  # closed under us: the multiplexer knows why
+            return False
+        for msg in batch:
+            stream = self.streams.get(msg[3])
+            if stream is not None and msg[0] in (Kind.QUERY, Kind.CONTROL):
+                stream.epoch = channel.epoch
+        return True
+
+    def _pause(self, seconds: float) -> None:
+        if self._wait_readable is not None:
+            self._wait_readable(-1, seconds)
+        else:
+            time.sleep(seconds)
+
+    def _drop_channel(self, node: str) -> None:
+        channel = self.direct.pop(node, None)
+        if channel is not None:
+            channel.close()
 
     def request(self, node: str, job: bytes, xact: str | None = None, control: bool = False,
                 defer: bool = False) -> Stream:
@@ -183,17 +261,24 @@ class MuxClient:
 
     def _receive(self) -> None:
         try:
-            data = self.sock.recv(framing.READ_BYTES)
+            data, fds = recv_with_fds(self.sock, framing.READ_BYTES)
         except OSError:
-            data = b""
+            data, fds = b"", []
+        self._fds.extend(fds)
         if not data:
             self._lost()
         for frame in self.reader.feed(data):
             for msg in protocol.unpack(frame):
                 kind, node, _, req, _, payload = msg
+                if kind == Kind.DONE or kind == Kind.ERROR:
+                    self._via_mux.pop(req, None)
                 stream = self.streams.get(req)
                 if stream is None:
-                    if req in self._awaiting:
+                    if kind == Kind.CHANNEL:
+                        self._lent(node, msg[2], payload)
+                    elif kind == Kind.CHANNEL_DOWN:
+                        self._channel_down(node, payload)
+                    elif req in self._awaiting:
                         self._replies[req] = msg
                     continue  # the answer to a cancelled request
                 if kind == Kind.DATA:
@@ -203,10 +288,36 @@ class MuxClient:
                 elif kind == Kind.ERROR:
                     stream.error = RemoteError(*protocol.decode_error(payload), node=node)
 
+    def _lent(self, node: str, ident: bytes, payload: Any) -> None:
+        """The multiplexer's answer to CHANNEL: the channel's socket came with it, or it declined."""
+        if payload is None:
+            return  # not now (the channel is not up): we ask again later
+        fd = self._fds.popleft() if self._fds else -1
+        if fd < 0:
+            return
+        epoch, me = payload
+        self._drop_channel(node)
+        self.direct[node] = DirectChannel(node, fd, epoch)
+        self.me, self.ident = me, ident
+
+    def _channel_down(self, node: str, epoch: Any) -> None:
+        """A lent channel is gone: what went through it will get no answer."""
+        channel = self.direct.get(node)
+        if channel is not None and channel.epoch == epoch:
+            self._drop_channel(node)
+            self._asked.pop(node, None)
+        error = RemoteError("08006", f'node "{node}" is unreachable',
+                            hint="The statement was aborted; retry once the node is back.")
+        for stream in self.streams.values():
+            if stream.node == node and stream.epoch == epoch and not stream.finished:
+                stream.error = error
 
     def _lost(self) -> None:
         """The multiplexer went away (it restarts by itself): fail what waits on it."""
         self.broken = True
+        self._via_mux.clear()
+        for node in list(self.direct):
+            self._drop_channel(node)
         error = RemoteError("08006", "lost the connection to this node's multiplexer",
                             hint="It restarts by itself; retry the statement.")
         for stream in list(self.streams.values()):

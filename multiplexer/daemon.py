@@ -28,7 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from shoal.multiplexer import framing, protocol
+from shoal.multiplexer import direct, framing, protocol
 from shoal.multiplexer.config import MuxConfig
 from shoal.multiplexer.peerlink import HandshakeError, PeerLink
 from shoal.multiplexer.peers import (
@@ -43,6 +43,7 @@ from shoal.multiplexer.stats import Snapshot
 log = logging.getLogger("shoal.multiplexer")
 
 POLL_MS = 100  # also how quickly a shutdown request is noticed
+LOCK_RETRY_S = 0.0005  # while a backend writes a frame into a channel we want to write to
 REFRESH_NODES_S = 5.0
 LIVENESS_S = 1.0
 RECONNECT_S = 0.5
@@ -66,6 +67,8 @@ class Worker:
     job: JobKey | None = None
     xact: str | None = None  # the distributed transaction this worker holds open
     out: list = field(default_factory=list)
+    lent: dict[str, int] = field(default_factory=dict)  # node -> epoch of the channel it holds
+    lend: list = field(default_factory=list)  # (node, link) to hand it before its next job
 
 
 @dataclass
@@ -109,6 +112,9 @@ class Multiplexer:
         # soon after a (re)start, which is when a crash may have left prepared parts here
         self._next_resolve = time.monotonic() + FIRST_RESOLVE_S
         self._resolves = 0
+        self._epochs = 0  # channels lent so far (each lent link gets the next number)
+        self._pings = 0
+        self.lending: list[tuple[bytes, str, PeerLink]] = []  # channels to hand out at the flush
         self._open_sockets()
 
     # -- sockets ----------------------------------------------------------------------------------
@@ -209,6 +215,9 @@ class Multiplexer:
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(link.fd)
         link.close()
+        for client in link.lent:  # what they wrote into it gets no answer
+            self._to_client(client, [Kind.CHANNEL_DOWN, link.peer or "", b"", 0, None, link.epoch])
+        link.lent.clear()
         channel = self.channels.get(link.peer or "")
         if channel is not None and channel.link is link:
             channel.link = None
@@ -227,7 +236,8 @@ class Multiplexer:
         log.info("multiplexer of node %s: peers on port %d, local %s, metrics on %d",
                  self.me, self.config.mux_port, self.config.ipc_path, self.config.metrics_port)
         while True:
-            ready = self.poller.poll(POLL_MS / 1000)
+            waiting = any(link.lock_wait for link in self.links.values()) if self._epochs else False
+            ready = self.poller.poll(LOCK_RETRY_S if waiting else POLL_MS / 1000)
             self._check_interrupts()
             now = time.monotonic()
             for fd, events in ready:
@@ -306,12 +316,11 @@ class Multiplexer:
         if kind == Kind.STATS:
             self._to_client(client, [Kind.STATS, self.me, b"", req, None, self.snapshot().to_json()])
             return
+        if kind == Kind.CHANNEL:
+            self._lend(client, node)
+            return
         if kind in (Kind.QUERY, Kind.CONTROL) and xact is not None:
-            blocks = self.client_xacts.setdefault(client, {})
-            if (node, xact) not in blocks:
-                blocks[(node, xact)] = None
-                if len(blocks) > CLIENT_BLOCKS_KEPT:
-                    del blocks[next(iter(blocks))]
+            self._note_block(client, node, xact)
         if node == self.me or not node:
             if kind == Kind.PING:
                 self._to_client(client, [Kind.PONG, self.me, b"", req, None, payload])
@@ -337,9 +346,61 @@ class Multiplexer:
             self.outbound.pop((client, req), None)
         channel.out.append([kind, self.me, client, req, xact, payload])
 
+    def _lend(self, client: bytes, node: str) -> None:
+        """Lend the channel to node to a backend, if it is up (multiplexer/direct.py)."""
+        channel = self.channels.get(node)
+        link = channel.link if channel is not None else None
+        if link is None or not link.up or channel.state != "up":
+            self._to_client(client, [Kind.CHANNEL, node, client, 0, None, None])
+            return
+        if not link.epoch:
+            self._epochs += 1
+            link.epoch = self._epochs
+        self.lending.append((client, node, link))
+
+    def _hand_out(self) -> None:
+        """Send the lent channels' sockets, after everything queued before them has left: a
+        backend's first request to a node came through us, and what it writes itself comes after."""
+        lending, self.lending = self.lending, []
+        for client, node, link in lending:
+            conn = self.by_ident.get(client)
+            if conn is None:
+                continue
+            channel = self.channels.get(node)
+            if conn.out or channel is None or channel.link is not link or not link.up or link.out:
+                self._send_local(client, [[Kind.CHANNEL, node, client, 0, None, None]])  # later
+                continue
+            if not self._send_channel(conn, node, link):
+                self._send_local(client, [[Kind.CHANNEL, node, client, 0, None, None]])
+
+    def _send_channel(self, conn: framing.Connection, node: str, link: PeerLink) -> bool:
+        """Send a local process the channel's socket, with a CHANNEL message; False if it could
+        not go now."""
+        lent = [Kind.CHANNEL, node, conn.ident, 0, None, [link.epoch, self.me]]
+        data = framing.encode(protocol.pack([lent]))
+        try:
+            sent = direct.send_with_fd(conn.sock, data, link.fd)
+        except OSError:
+            return False  # full, or the process is gone (its end of file comes next)
+        link.lent.add(conn.ident)
+        if sent < len(data):
+            conn.out += data[sent:]
+            self.poller.modify(conn.fd, IN | OUT)
+        return True
+
+    def _lend_to_worker(self, worker: Worker) -> None:
+        lend, worker.lend = worker.lend, []
+        conn = self.by_ident.get(worker.ident)
+        for node, link in lend:
+            channel = self.channels.get(node)
+            if conn is None or conn.out or channel is None or channel.link is not link or not link.up:
+                continue  # it answers through us meanwhile
+            if self._send_channel(conn, node, link):
+                worker.lent[node] = link.epoch
+
     def _from_worker(self, worker: Worker, msg: list) -> None:
         kind, origin, client, req, xact, payload = msg
-        if kind not in (Kind.DATA, Kind.DONE, Kind.ERROR):
+        if kind not in (Kind.DATA, Kind.DONE, Kind.ERROR, Kind.FINISHED):
             self.malformed += 1
             return
         if kind != Kind.DATA:
@@ -356,7 +417,12 @@ class Multiplexer:
                 self.xact_worker[xact] = worker.ident
             else:
                 self.idle.append(worker.ident)
-        self._answer(origin, client, [kind, origin, client, req, None, payload])
+        if kind == Kind.FINISHED:
+            return  # the worker wrote the answer into the channel itself
+        # the transaction it still holds goes with the answer: the asking node's multiplexer
+        # rolls it back if the backend has gone (it may never have seen the request)
+        held = xact if kind != Kind.DATA else None
+        self._answer(origin, client, [kind, origin, client, req, held, payload])
 
     def _answer(self, origin: str, client: bytes, msg: list) -> None:
         """Send a worker's (or our own) answer towards the backend that asked."""
@@ -388,8 +454,13 @@ class Multiplexer:
                 if pending is not None and not pending.answered:
                     pending.answered = True
                     channel.stats.latencies.append((now - pending.sent) * 1e6)
-                self._to_client(msg[2], [kind, channel.name, b"", msg[3], None, msg[5]])
                 self._forget_outbound(key, kind)
+                if msg[2] not in self.by_ident:
+                    self._orphan_answer(channel, msg)
+                    continue
+                if msg[4] is not None:
+                    self._note_block(msg[2], channel.name, msg[4])
+                self._to_client(msg[2], [kind, channel.name, b"", msg[3], None, msg[5]])
             elif kind == Kind.PING:
                 channel.out.append([Kind.PONG, msg[1], msg[2], msg[3], None, msg[5]])
             elif kind == Kind.HEARTBEAT:
@@ -398,6 +469,25 @@ class Multiplexer:
                 self.malformed += 1  # a peer may only speak for itself
             else:
                 self._serve(msg)
+
+    def _note_block(self, client: bytes, node: str, xact: str) -> None:
+        """A block of client's transaction is open on node: rolled back if the client dies."""
+        blocks = self.client_xacts.setdefault(client, {})
+        if (node, xact) not in blocks:
+            blocks[(node, xact)] = None
+            if len(blocks) > CLIENT_BLOCKS_KEPT:
+                del blocks[next(iter(blocks))]
+
+    def _orphan_answer(self, channel: Channel, msg: list) -> None:
+        """An answer for a backend that has gone (its request went straight into the channel, so
+        we could not cancel it when it went): stop the request, and roll back its block."""
+        kind, _, client, req, xact = msg[0], msg[1], msg[2], msg[3], msg[4]
+        if not client:
+            return  # our own heartbeat's PONG
+        if kind == Kind.DATA:
+            channel.out.append([Kind.CANCEL, self.me, client, req, None, b""])
+        elif xact is not None:
+            channel.out.append([Kind.QUERY, self.me, client, 0, xact, protocol.encode_job("rollback")])
 
     def _forget_outbound(self, key: tuple[bytes, int], kind: int) -> None:
         if kind in (Kind.DONE, Kind.ERROR, Kind.PONG):
@@ -419,6 +509,11 @@ class Multiplexer:
                 self.xact_queue.setdefault(xact, deque()).append(msg)
             else:
                 self.control.append(msg)
+        elif kind == Kind.CANCEL and req == 0:
+            # the client is gone, and its node cannot name what it wrote to us itself
+            for running in [k for k in self.running if k[0] == origin and k[1] == client]:
+                self._cancel_running(running)
+            self._drop_jobs_of(lambda m: m[1] == origin and m[2] == client)
         elif kind in (Kind.ACK, Kind.CANCEL):
             ident = self.running.get(key)
             if ident is not None:
@@ -500,6 +595,14 @@ class Multiplexer:
     def _start(self, worker: Worker, msg: list) -> None:
         key = (msg[1], msg[2], msg[3])
         worker.job = key
+        channel = self.channels.get(msg[1]) if msg[1] != self.me else None
+        link = channel.link if channel is not None else None
+        if link is not None and link.up and channel.state == "up" and worker.lent.get(msg[1]) != link.epoch:
+            # the answer may go straight into the channel (multiplexer/direct.py)
+            if not link.epoch:
+                self._epochs += 1
+                link.epoch = self._epochs
+            worker.lend.append((msg[1], link))
         if msg[4] is not None:
             worker.xact = msg[4]
             self.xact_worker[msg[4]] = worker.ident
@@ -517,8 +620,12 @@ class Multiplexer:
             self._refresh_nodes()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_S
+            self._pings += 1
             for channel in self.channels.values():
                 channel.out.append([Kind.HEARTBEAT, self.me, b"", 0, None, b""])
+                if channel.state == "up":  # its round trip is a latency sample (see _from_peer)
+                    channel.out.append([Kind.PING, self.me, b"", -self._pings, None, b""])
+                    self.outbound[(b"", -self._pings)] = Outbound(channel.name, now)
         if self.config.secret is not None and self.me:
             for channel in self.channels.values():
                 if channel.link is None and self.me < channel.name and now >= channel.next_attempt:
@@ -583,6 +690,7 @@ class Multiplexer:
                 log.warning("channel to %s is down (silent for %.1f s)",
                             channel.name, now - channel.last_heard)
                 self._peer_lost(channel, "is unreachable")
+                self._close_channel(channel)  # the backends it was lent to must stop writing to it
 
     def _peer_lost(self, channel: Channel, why: str) -> None:
         """Fail our requests waiting on the peer, and stop the work it asked of us."""
@@ -652,6 +760,11 @@ class Multiplexer:
                     channel.out.append([Kind.CANCEL, self.me, client, req, None, b""])
         for key in [k for k in self.running if k[0] == self.me and k[1] == client]:
             self._cancel_running(key)
+        for channel in self.channels.values():  # and what it wrote into lent channels
+            link = channel.link
+            if link is not None and client in link.lent:
+                link.lent.discard(client)
+                channel.out.append([Kind.CANCEL, self.me, client, 0, None, b""])
         for node, xact in self.client_xacts.pop(client, ()):
             abort = [Kind.QUERY, self.me, client, 0, xact, protocol.encode_job("rollback")]
             if node == self.me:
@@ -666,17 +779,13 @@ class Multiplexer:
         self.client_out.setdefault(client, []).append(msg)
 
     def _flush(self) -> None:
-        for client, messages in self.client_out.items():
-            self._send_local(client, messages)
-        self.client_out.clear()
-        for worker in self.workers.values():
-            if worker.out:
-                self._send_local(worker.ident, worker.out)
-                worker.out = []
+        # peers first: a backend that is lent a channel below must find our frames in it already
         for channel in self.channels.values():
+            link = channel.link
+            if link is not None and link.lock_wait and not link.flush() and not link.lock_wait:
+                self.poller.modify(link.fd, IN | OUT)  # got the lock; the rest when it drains
             if not channel.out:
                 continue
-            link = channel.link
             if link is None or not link.up:
                 if not channel.accepts_requests(time.monotonic()):
                     batch, channel.out = channel.out, []
@@ -685,10 +794,21 @@ class Multiplexer:
             batch, channel.out = channel.out, []
             frame = protocol.pack(batch)
             link.send(frame)
-            if link.out:
+            if link.out and not link.lock_wait:
                 self.poller.modify(link.fd, IN | OUT)
             channel.stats.msgs_out += len(batch)
             channel.stats.bytes_out += len(frame)
+        for worker in self.workers.values():
+            if worker.lend:
+                self._lend_to_worker(worker)
+            if worker.out:
+                self._send_local(worker.ident, worker.out)
+                worker.out = []
+        for client, messages in self.client_out.items():
+            self._send_local(client, messages)
+        self.client_out.clear()
+        if self.lending:
+            self._hand_out()
 
     def _undeliverable(self, channel: Channel, batch: list) -> None:
         """The peer is not connected: our backends' requests in the batch fail now."""

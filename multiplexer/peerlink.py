@@ -24,7 +24,7 @@ import time
 
 import msgpack
 
-from shoal.multiplexer import framing
+from shoal.multiplexer import direct, framing
 
 MAGIC = "shoal-peer-1"
 HANDSHAKE_S = 5.0  # a connection that has not proved itself by then is dropped
@@ -55,6 +55,10 @@ class PeerLink(framing.FramedSocket):
         self.started = time.monotonic()
         self._nonce = os.urandom(16)
         self._their_nonce = b""
+        self.epoch = 0  # once lent to local backends (multiplexer/direct.py): they write too
+        self.lent: set[bytes] = set()  # the backends it was lent to
+        self._locked = False  # we hold the write lock: a frame of ours is half-sent
+        self.lock_wait = False  # output waits for a backend to finish its frame
 
     @classmethod
     def connect(cls, host: str, port: int, me: str, secret: bytes, peer: str) -> PeerLink:
@@ -100,6 +104,32 @@ class PeerLink(framing.FramedSocket):
 
     def send(self, frame: bytes) -> None:
         self._send_frame(frame)
+
+    def flush(self) -> bool:
+        """As FramedSocket's; once lent, under the channel's write lock, kept until our frames
+        are out whole."""
+        if not self.epoch or not self.out:
+            return super().flush()
+        if not self._locked:
+            if not direct.try_lock(self.fd):
+                self.lock_wait = True
+                return False
+            self._locked = True
+        self.lock_wait = False
+        done = super().flush()
+        if done or self.closed:
+            direct.unlock(self.fd)
+            self._locked = False
+        return done
+
+    def close(self) -> None:
+        """Close, for the backends it was lent to as well: their copies of the socket then fail."""
+        if not self.closed:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        super().close()
 
     def _send_frame(self, frame: bytes) -> None:
         self.queue(frame)

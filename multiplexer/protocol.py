@@ -7,7 +7,8 @@ destination travels in one frame (one syscall per peer per loop turn).  A messag
 
 ``node`` is the destination node on the way out (backend -> its multiplexer) and the origin node
 on the way back; ``client`` is the originating backend's routing id (filled in by its
-multiplexer); ``req`` numbers the backend's requests; ``xact`` names a distributed transaction whose
+multiplexer, or by the backend itself when it writes into a lent channel: direct.py); ``req``
+numbers the backend's requests; ``xact`` names a distributed transaction whose
 jobs stick to one worker; ``payload`` is opaque to multiplexers: a job, binary tuple data, an
 error.  Multiplexers read only the first five fields and pass payloads through untouched.
 """
@@ -36,6 +37,11 @@ class Kind(IntEnum):
     CONTROL = 12  # like QUERY, for a job that takes no row locks (COMMIT PREPARED, resolving):
     #               served first, and one worker is kept for it, so it never waits behind
     #               transactions that wait for it
+    CHANNEL = 13  # backend -> its multiplexer: may I write to node's channel myself?  The answer's
+    #               payload is [epoch, this node's name] with the channel's socket attached, or nil
+    CHANNEL_DOWN = 14  # multiplexer -> backends and workers: node's channel of epoch (payload) is gone
+    FINISHED = 15  # worker -> its multiplexer: the job is over, its answer went into a lent channel;
+    #                xact is the transaction the worker still holds
 
 
 KINDS = frozenset(int(k) for k in Kind)

@@ -22,6 +22,8 @@ from nodesql import running_cluster
 
 from shoal.cluster import Cluster, Node
 from shoal.multiplexer import framing, protocol
+from shoal.multiplexer.client import MuxClient
+from shoal.multiplexer.config import ipc_path_for
 from shoal.multiplexer.peerlink import HandshakeError, PeerLink
 from shoal.pgbin import pg_bin
 
@@ -119,6 +121,59 @@ def test_the_view_and_the_metrics_show_the_channel(cluster) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{PORT + METRICS_OFFSET}/metrics", timeout=5) as r:
         text = r.read().decode()
     assert 'shoal_mux_peer_up{node="n1",peer="n2"} 1' in text
+
+
+def test_requests_and_answers_go_straight_into_the_channel(cluster) -> None:
+    """Once the multiplexers have lent the channel to a session and to the workers, requests skip
+    the asking node's multiplexer and answers the answering node's: each passes one multiplexer."""
+    _, n1, n2 = cluster
+
+    def counters() -> tuple[int, int, int]:
+        out1, in1 = sql(n1, "SELECT msgs_out, msgs_in FROM shoal.mux_stats WHERE peer = 'n2'")[0]
+        out2 = sql(n2, "SELECT msgs_out FROM shoal.mux_stats WHERE peer = 'n1'")[0][0]
+        return out1, in1, out2
+
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        for i in range(2 * WORKERS):  # the session asks for the channel; each worker gets it
+            conn.execute("SELECT t FROM items WHERE id = %s", (i + 1,)).fetchall()
+        before = counters()
+        for i in range(200):
+            assert len(conn.execute("SELECT t FROM items WHERE id = %s", (i + 1,)).fetchall()) == 1
+        after = counters()
+    requests_sent_by_n1_mux, answers_into_n1_mux, answers_sent_by_n2_mux = (
+        b - a for a, b in zip(before, after, strict=True))
+    assert answers_into_n1_mux >= 200
+    assert requests_sent_by_n1_mux < 50  # heartbeats, not 200 requests
+    assert answers_sent_by_n2_mux < 50
+
+
+def _job(sql_text: str) -> bytes:
+    return protocol.encode_job("execute", sql=sql_text, types=[], params=[], binary=False, role=None)
+
+
+def test_a_client_that_goes_away_stops_what_it_wrote_into_the_channel(cluster) -> None:
+    """n1's multiplexer never saw the request; when the client that wrote it is gone, it has n2
+    stop every request of that client."""
+    _, n1, n2 = cluster
+    socket_dir, data_dir = sql(n1, "SELECT current_setting('unix_socket_directories'), "
+                                   "current_setting('data_directory')")[0]
+    client = MuxClient(ipc_path_for(socket_dir.split(",")[0].strip(), data_dir, n1.port))
+    client.request("n2", _job("SELECT 1")).wait()
+    assert "n2" in client.direct
+    client.request("n2", _job("SELECT pg_sleep(60) AS lent_channel_sleep"))
+    client.flush()
+    running = ("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'shoal worker' "
+               "AND query LIKE '%lent_channel_sleep%' AND state = 'active'")
+    deadline = time.monotonic() + 10
+    while sql(n2, running) != [(1,)]:
+        assert time.monotonic() < deadline, "the request did not reach n2"
+        time.sleep(0.1)
+    client.direct["n2"].close()
+    client.sock.close()
+    deadline = time.monotonic() + 10
+    while sql(n2, running) != [(0,)]:
+        assert time.monotonic() < deadline, "n2 still runs the request of a client that has gone"
+        time.sleep(0.2)
 
 
 def test_one_multiplexer_and_the_pool_per_node(cluster) -> None:
@@ -297,6 +352,8 @@ def test_a_dead_peer_is_a_clean_error_and_comes_back(cluster) -> None:
     c, n1, n2 = cluster
     data_dir = sql(n2, "SHOW data_directory")[0][0]
     with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        conn.execute("SELECT count(*) FROM items")  # the channel is lent: slow goes straight in
+
         def stop_n2() -> None:
             time.sleep(1.0)
             subprocess.run([str(pg_bin() / "pg_ctl"), "stop", "-D", data_dir, "-m", "immediate", "-w"],
