@@ -4,7 +4,9 @@ It moves messages and does nothing else.  Backends and workers of this node reac
 socket; the other nodes' multiplexers on one authenticated TCP channel each.  A request from a
 backend goes to the destination node's multiplexer, which hands it to an idle worker (or to the
 worker that holds the request's transaction); the worker's answers travel back the same way.
-Whatever is pending for one destination leaves in one frame per loop turn.
+Whatever is pending for one destination leaves in one frame per loop turn.  Backends may write
+their requests into a channel themselves, once it has been lent to them (direct.py): then only
+the answers pass through here.
 
 Failure handling lives here too: a peer that falls silent fails the requests waiting on it, a
 worker or a backend that dies has its work cancelled, a malformed frame is counted and dropped.
@@ -67,8 +69,6 @@ class Worker:
     job: JobKey | None = None
     xact: str | None = None  # the distributed transaction this worker holds open
     out: list = field(default_factory=list)
-    lent: dict[str, int] = field(default_factory=dict)  # node -> epoch of the channel it holds
-    lend: list = field(default_factory=list)  # (node, link) to hand it before its next job
 
 
 @dataclass
@@ -388,19 +388,9 @@ class Multiplexer:
             self.poller.modify(conn.fd, IN | OUT)
         return True
 
-    def _lend_to_worker(self, worker: Worker) -> None:
-        lend, worker.lend = worker.lend, []
-        conn = self.by_ident.get(worker.ident)
-        for node, link in lend:
-            channel = self.channels.get(node)
-            if conn is None or conn.out or channel is None or channel.link is not link or not link.up:
-                continue  # it answers through us meanwhile
-            if self._send_channel(conn, node, link):
-                worker.lent[node] = link.epoch
-
     def _from_worker(self, worker: Worker, msg: list) -> None:
         kind, origin, client, req, xact, payload = msg
-        if kind not in (Kind.DATA, Kind.DONE, Kind.ERROR, Kind.FINISHED):
+        if kind not in (Kind.DATA, Kind.DONE, Kind.ERROR):
             self.malformed += 1
             return
         if kind != Kind.DATA:
@@ -417,8 +407,6 @@ class Multiplexer:
                 self.xact_worker[xact] = worker.ident
             else:
                 self.idle.append(worker.ident)
-        if kind == Kind.FINISHED:
-            return  # the worker wrote the answer into the channel itself
         # the transaction it still holds goes with the answer: the asking node's multiplexer
         # rolls it back if the backend has gone (it may never have seen the request)
         held = xact if kind != Kind.DATA else None
@@ -595,14 +583,6 @@ class Multiplexer:
     def _start(self, worker: Worker, msg: list) -> None:
         key = (msg[1], msg[2], msg[3])
         worker.job = key
-        channel = self.channels.get(msg[1]) if msg[1] != self.me else None
-        link = channel.link if channel is not None else None
-        if link is not None and link.up and channel.state == "up" and worker.lent.get(msg[1]) != link.epoch:
-            # the answer may go straight into the channel (multiplexer/direct.py)
-            if not link.epoch:
-                self._epochs += 1
-                link.epoch = self._epochs
-            worker.lend.append((msg[1], link))
         if msg[4] is not None:
             worker.xact = msg[4]
             self.xact_worker[msg[4]] = worker.ident
@@ -799,8 +779,6 @@ class Multiplexer:
             channel.stats.msgs_out += len(batch)
             channel.stats.bytes_out += len(frame)
         for worker in self.workers.values():
-            if worker.lend:
-                self._lend_to_worker(worker)
             if worker.out:
                 self._send_local(worker.ident, worker.out)
                 worker.out = []

@@ -39,9 +39,7 @@ class Kind(IntEnum):
     #               transactions that wait for it
     CHANNEL = 13  # backend -> its multiplexer: may I write to node's channel myself?  The answer's
     #               payload is [epoch, this node's name] with the channel's socket attached, or nil
-    CHANNEL_DOWN = 14  # multiplexer -> backends and workers: node's channel of epoch (payload) is gone
-    FINISHED = 15  # worker -> its multiplexer: the job is over, its answer went into a lent channel;
-    #                xact is the transaction the worker still holds
+    CHANNEL_DOWN = 14  # multiplexer -> backends: node's channel of epoch (payload) is gone
 
 
 KINDS = frozenset(int(k) for k in Kind)

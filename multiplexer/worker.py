@@ -4,9 +4,7 @@ Workers are background processes connected to the node's database.  Any worker r
 job that opens a transaction block keeps its worker until the block ends (the multiplexer routes
 the transaction's later jobs to it).  Results leave as binary tuple data in chunks, at most
 INITIAL_CREDIT chunks ahead of what the requesting backend has consumed, so a huge result never
-piles up in memory anywhere on the way.  Answers to another node go straight into the channel to
-it once the multiplexer has lent it (multiplexer/direct.py), and the multiplexer only hears that
-the job is over.
+piles up in memory anywhere on the way.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from typing import Any
 
 from shoal.multiplexer import config as mux_config
 from shoal.multiplexer import framing, protocol
-from shoal.multiplexer.direct import DirectChannel, recv_with_fds
 from shoal.multiplexer.protocol import Kind
 from shoal.transactions import indoubt
 
@@ -41,10 +38,6 @@ class MultiplexerGone(Exception):
     """The node's multiplexer closed the connection (it is restarting)."""
 
 
-class ChannelGone(Exception):
-    """The lent channel the job's answer was going into has closed (the node that asked is gone)."""
-
-
 class JobRunner:
     def __init__(self, sock: socket.socket, pg: Any) -> None:
         self.sock = sock
@@ -57,10 +50,6 @@ class JobRunner:
         self.credit = 0
         self.tail: bytes | None = None  # a last, short chunk: it leaves with DONE, in one frame
         self.gate: bool | None = None  # this node's commit gate, held for a transaction: write mode?
-        self.direct: dict[str, DirectChannel] = {}  # channels the multiplexer lent us, by node
-        self._fds: deque[int] = deque()  # received with CHANNEL messages, in order
-        self.route: DirectChannel | None = None  # where the current job's answer goes (None: mux)
-        self.routed = False  # its first part has gone that way: the others follow
 
     def run(self) -> None:
         while True:
@@ -87,8 +76,6 @@ class JobRunner:
         self.job = (origin, client, req)
         self.credit = protocol.INITIAL_CREDIT
         self.tail = None
-        self.route = self.direct.get(origin)  # one way for the whole answer: its parts stay in order
-        self.routed = False
         try:
             job = protocol.decode_job(payload)
             tag, rows = self._run(job)
@@ -97,8 +84,6 @@ class JobRunner:
             reply = [Kind.ERROR, _job_error(exc, self.pg)]
         except Cancelled:
             reply = [Kind.ERROR, protocol.encode_error("57014", "canceling statement due to user request")]
-        except ChannelGone:
-            reply = [Kind.ERROR, protocol.encode_error("08006", "the node that asked is unreachable")]
         except FailedBlock:
             reply = [Kind.ERROR, protocol.encode_error(
                 "40000", "the remote transaction had failed and was rolled back",
@@ -236,73 +221,19 @@ class JobRunner:
             self._wait_for_credit()
         self.credit -= 1
         origin, client, req = self.job
-        self._answer([[Kind.DATA, origin, client, req, None, chunk]])
+        self._send([[Kind.DATA, origin, client, req, None, chunk]])
 
     def _send(self, messages: list) -> None:
         self.sock.sendall(framing.encode(protocol.pack(messages)))
-
-    def _answer(self, messages: list) -> bool:
-        """Part of the current job's answer, to the node that asked: into the lent channel, unless
-        another process was writing there when the first part left (then through the multiplexer,
-        which batches); True if it went into the channel."""
-        route = self.route
-        if route is not None:
-            try:
-                if route.write(framing.encode(protocol.pack(messages)), self._pause, wait=self.routed):
-                    self.routed = True
-                    return True
-            except OSError:
-                self.route = None
-                self._forget(route)
-                raise ChannelGone() from None
-            self.route = None
-            if self.direct.get(route.node) is not route:
-                route.close()  # dropped meanwhile
-        self._send(messages)
-        return False
-
-    def _pause(self, seconds: float) -> None:
-        self.pg.wait(timeout=seconds)
-
-    def _lent(self, msg: list) -> None:
-        node, payload = msg[1], msg[5]
-        fd = self._fds.popleft() if self._fds else -1
-        if payload is None or fd < 0:
-            return
-        self._drop_channel(node, None)
-        self.direct[node] = DirectChannel(node, fd, payload[0])
-
-    def _drop_channel(self, node: str, epoch: int | None) -> None:
-        channel = self.direct.get(node)
-        if channel is not None and (epoch is None or channel.epoch == epoch):
-            del self.direct[node]
-            if channel is not self.route:  # else once the job is over
-                channel.close()
-
-    def _forget(self, channel: DirectChannel) -> None:
-        """A channel that failed or was dropped while a job used it."""
-        if self.direct.get(channel.node) is channel:
-            del self.direct[channel.node]
-        channel.close()
 
     def _receive(self, timeout_ms: int) -> list:
         """Messages that arrive within the timeout (none if nothing does)."""
         if not self.poll.poll(timeout_ms):
             return []
-        data, fds = recv_with_fds(self.sock, framing.READ_BYTES)
-        self._fds.extend(fds)
+        data = self.sock.recv(framing.READ_BYTES)
         if not data:
             raise MultiplexerGone()
-        messages = []
-        for frame in self.reader.feed(data):
-            for msg in protocol.unpack(frame):
-                if msg[0] == Kind.CHANNEL:
-                    self._lent(msg)
-                elif msg[0] == Kind.CHANNEL_DOWN:
-                    self._drop_channel(msg[1], msg[5])
-                else:
-                    messages.append(msg)
-        return messages
+        return [msg for frame in self.reader.feed(data) for msg in protocol.unpack(frame)]
 
     def _wait_for_credit(self) -> None:
         messages = self._receive(POLL_MS)
@@ -327,15 +258,7 @@ class JobRunner:
             messages.append([Kind.DATA, origin, client, req, None, self.tail])
         self.tail = None
         messages.append([kind, origin, client, req, xact, payload])
-        try:
-            direct = self._answer(messages)
-        except ChannelGone:
-            direct = True  # the node that asked is gone: nobody waits for the answer
-        route, self.route = self.route, None
-        if route is not None and self.direct.get(route.node) is not route:
-            route.close()  # dropped while the job ran
-        if direct:
-            self._send([[Kind.FINISHED, origin, client, req, xact, b""]])
+        self._send(messages)
 
 
 def _discard(chunk: bytes) -> None:

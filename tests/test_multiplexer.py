@@ -123,28 +123,22 @@ def test_the_view_and_the_metrics_show_the_channel(cluster) -> None:
     assert 'shoal_mux_peer_up{node="n1",peer="n2"} 1' in text
 
 
-def test_requests_and_answers_go_straight_into_the_channel(cluster) -> None:
-    """Once the multiplexers have lent the channel to a session and to the workers, requests skip
-    the asking node's multiplexer and answers the answering node's: each passes one multiplexer."""
-    _, n1, n2 = cluster
+def test_requests_go_straight_into_the_channel(cluster) -> None:
+    """Once its multiplexer has lent a session the channel to n2, the session's requests skip it:
+    only the answers come back through it."""
+    _, n1, _ = cluster
 
-    def counters() -> tuple[int, int, int]:
-        out1, in1 = sql(n1, "SELECT msgs_out, msgs_in FROM shoal.mux_stats WHERE peer = 'n2'")[0]
-        out2 = sql(n2, "SELECT msgs_out FROM shoal.mux_stats WHERE peer = 'n1'")[0][0]
-        return out1, in1, out2
+    def counters() -> tuple[int, int]:
+        return sql(n1, "SELECT msgs_out, msgs_in FROM shoal.mux_stats WHERE peer = 'n2'")[0]
 
     with psycopg.connect(n1.conninfo, autocommit=True) as conn:
-        for i in range(2 * WORKERS):  # the session asks for the channel; each worker gets it
-            conn.execute("SELECT t FROM items WHERE id = %s", (i + 1,)).fetchall()
-        before = counters()
+        conn.execute("SELECT t FROM items WHERE id = 1").fetchall()  # asks for the channel
+        out_before, in_before = counters()
         for i in range(200):
             assert len(conn.execute("SELECT t FROM items WHERE id = %s", (i + 1,)).fetchall()) == 1
-        after = counters()
-    requests_sent_by_n1_mux, answers_into_n1_mux, answers_sent_by_n2_mux = (
-        b - a for a, b in zip(before, after, strict=True))
-    assert answers_into_n1_mux >= 200
-    assert requests_sent_by_n1_mux < 50  # heartbeats, not 200 requests
-    assert answers_sent_by_n2_mux < 50
+        out_after, in_after = counters()
+    assert in_after - in_before >= 200
+    assert out_after - out_before < 50  # heartbeats, not 200 requests
 
 
 def _job(sql_text: str) -> bytes:
