@@ -162,7 +162,7 @@ class MuxClient:
         now = time.monotonic()
         for msg in list(rest):
             node = msg[1]
-            if msg[0] not in DIRECT_KINDS or not node:
+            if msg[0] not in DIRECT_KINDS or not node or node == self.me:
                 continue
             if msg[0] in (Kind.QUERY, Kind.CONTROL):
                 self._via_mux[msg[3]] = node  # later requests there wait for its answer to go direct

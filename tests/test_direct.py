@@ -37,7 +37,8 @@ def test_racing_writers_deliver_whole_frames() -> None:
             channel = DirectChannel("peer", writer.fileno(), 1)
             try:
                 for i in range(frames_each):
-                    body = protocol.pack([[protocol.Kind.DATA, "n", b"", i, None, bytes([w]) * (i * 37 % 9000)]])
+                    payload = bytes([w]) * (i * 37 % 9000)
+                    body = protocol.pack([[protocol.Kind.DATA, "n", b"", i, None, payload]])
                     channel.write(framing.encode(body), time.sleep)
             finally:
                 os._exit(0)
