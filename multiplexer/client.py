@@ -22,7 +22,6 @@ from shoal.multiplexer.protocol import Kind
 
 ACK_EVERY = 4  # chunks consumed before crediting the worker again
 DIRECT_KINDS = frozenset((Kind.QUERY, Kind.CONTROL, Kind.ACK, Kind.CANCEL))  # what the peer serves
-ASK_AGAIN_S = 1.0  # after the multiplexer declined to lend a channel
 
 
 class RemoteError(Exception):
@@ -114,7 +113,7 @@ class MuxClient:
         self._awaiting: set[int] = set()  # pings and stats requests waiting for their reply
         self._replies: dict[int, list] = {}
         self.direct: dict[str, DirectChannel] = {}  # peer channels the multiplexer lent us
-        self._asked: dict[str, float] = {}  # node -> when we asked for its channel
+        self._asking: set[str] = set()  # nodes whose channel we asked for, not answered yet
         self._fds: deque[int] = deque()  # received with the answers to CHANNEL, in order
         self._via_mux: dict[int, str] = {}  # requests to other nodes sent through the multiplexer
         self.me = ""  # this node's name and our routing id, as the multiplexer told us
@@ -159,15 +158,15 @@ class MuxClient:
         for node, batch in by_node.items():
             if not self._write_direct(node, batch):
                 rest.extend(batch)
-        now = time.monotonic()
         for msg in list(rest):
             node = msg[1]
             if msg[0] not in DIRECT_KINDS or not node or node == self.me:
                 continue
             if msg[0] in (Kind.QUERY, Kind.CONTROL):
                 self._via_mux[msg[3]] = node  # later requests there wait for its answer to go direct
-            if node not in self.direct and now - self._asked.get(node, -ASK_AGAIN_S) >= ASK_AGAIN_S:
-                self._asked[node] = now
+            if node not in self.direct and node not in self._asking:
+                # it rides in the frame that goes to the multiplexer anyway
+                self._asking.add(node)
                 rest.append([Kind.CHANNEL, node, b"", 0, None, b""])
         return rest
 
@@ -290,8 +289,9 @@ class MuxClient:
 
     def _lent(self, node: str, ident: bytes, payload: Any) -> None:
         """The multiplexer's answer to CHANNEL: the channel's socket came with it, or it declined."""
+        self._asking.discard(node)
         if payload is None:
-            return  # not now (the channel is not up): we ask again later
+            return  # not now (the channel is not up): we ask again with the next request
         fd = self._fds.popleft() if self._fds else -1
         if fd < 0:
             return
@@ -305,7 +305,6 @@ class MuxClient:
         channel = self.direct.get(node)
         if channel is not None and channel.epoch == epoch:
             self._drop_channel(node)
-            self._asked.pop(node, None)
         error = RemoteError("08006", f'node "{node}" is unreachable',
                             hint="The statement was aborted; retry once the node is back.")
         for stream in self.streams.values():

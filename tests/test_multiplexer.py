@@ -21,7 +21,7 @@ import pytest
 from nodesql import running_cluster
 
 from shoal.cluster import Cluster, Node
-from shoal.multiplexer import framing, protocol
+from shoal.multiplexer import direct, framing, protocol
 from shoal.multiplexer.client import MuxClient
 from shoal.multiplexer.config import ipc_path_for
 from shoal.multiplexer.peerlink import HandshakeError, PeerLink
@@ -145,13 +145,18 @@ def _job(sql_text: str) -> bytes:
     return protocol.encode_job("execute", sql=sql_text, types=[], params=[], binary=False, role=None)
 
 
+def _mux_client(node: Node) -> MuxClient:
+    """A client of node's multiplexer, as a backend has one."""
+    socket_dir, data_dir = sql(node, "SELECT current_setting('unix_socket_directories'), "
+                                     "current_setting('data_directory')")[0]
+    return MuxClient(ipc_path_for(socket_dir.split(",")[0].strip(), data_dir, node.port))
+
+
 def test_a_client_that_goes_away_stops_what_it_wrote_into_the_channel(cluster) -> None:
     """n1's multiplexer never saw the request; when the client that wrote it is gone, it has n2
     stop every request of that client."""
     _, n1, n2 = cluster
-    socket_dir, data_dir = sql(n1, "SELECT current_setting('unix_socket_directories'), "
-                                   "current_setting('data_directory')")[0]
-    client = MuxClient(ipc_path_for(socket_dir.split(",")[0].strip(), data_dir, n1.port))
+    client = _mux_client(n1)
     client.request("n2", _job("SELECT 1")).wait()
     assert "n2" in client.direct
     client.request("n2", _job("SELECT pg_sleep(60) AS lent_channel_sleep"))
@@ -168,6 +173,33 @@ def test_a_client_that_goes_away_stops_what_it_wrote_into_the_channel(cluster) -
     while sql(n2, running) != [(0,)]:
         assert time.monotonic() < deadline, "n2 still runs the request of a client that has gone"
         time.sleep(0.2)
+
+
+def test_a_writer_holding_the_channel_delays_the_others_and_corrupts_nothing(cluster) -> None:
+    """While another process holds the channel's write lock (as a backend does for the length of
+    one frame), sessions send through their multiplexer, which waits for the lock too."""
+    _, n1, _ = cluster
+    holder = _mux_client(n1)
+    holder.request("n2", _job("SELECT 1")).wait()
+    fd = holder.direct["n2"].fd
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        conn.execute("SELECT count(*) FROM items")  # this session has the channel too
+        assert direct.try_lock(fd)
+        results: list = []
+        reader = threading.Thread(target=lambda: results.append(
+            sql(n1, "SELECT count(*), sum(id) FROM items WHERE id > %s", (10,))))
+        try:
+            reader.start()
+            time.sleep(1.0)
+            assert not results, "a request left while another process held the channel"
+        finally:
+            direct.unlock(fd)
+        reader.join(10)
+        assert results == [[(290, sum(range(11, 301)))]]
+        for i in range(1, 50):
+            assert conn.execute("SELECT id FROM items WHERE id = %s", (i,)).fetchall() == [(i,)]
+    holder.direct["n2"].close()
+    holder.sock.close()
 
 
 def test_one_multiplexer_and_the_pool_per_node(cluster) -> None:
@@ -365,3 +397,8 @@ def test_a_dead_peer_is_a_clean_error_and_comes_back(cluster) -> None:
         c.up(nodes=2, port=PORT)
         wait_for_channel(n1, "n2")
         assert conn.execute("SELECT count(*) FROM items").fetchone() == (301,)
+        # the session was lent the new channel: its requests skip the multiplexer again
+        sent_before = sql(n1, "SELECT msgs_out FROM shoal.mux_stats WHERE peer = 'n2'")[0][0]
+        for i in range(100):
+            assert conn.execute("SELECT id FROM items WHERE id = %s", (i + 1,)).fetchall() == [(i + 1,)]
+        assert sql(n1, "SELECT msgs_out FROM shoal.mux_stats WHERE peer = 'n2'")[0][0] - sent_before < 50
