@@ -10,7 +10,6 @@ written straight into the multiplexer's channel to that node once the multiplexe
 from __future__ import annotations
 
 import select
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -184,7 +183,7 @@ class MuxClient:
         frame = framing.encode(protocol.pack(
             [[kind, self.me, self.ident, req, xact, payload] for kind, _, _, req, xact, payload in batch]))
         try:
-            if not channel.write(frame, self._pause, wait=False):
+            if not channel.write(frame):
                 return False
         except OSError:
             self._drop_channel(node)  # closed under us: the multiplexer knows why
@@ -194,12 +193,6 @@ class MuxClient:
             if stream is not None and msg[0] in (Kind.QUERY, Kind.CONTROL):
                 stream.epoch = channel.epoch
         return True
-
-    def _pause(self, seconds: float) -> None:
-        if self._wait_readable is not None:
-            self._wait_readable(-1, seconds)
-        else:
-            time.sleep(seconds)
 
     def _drop_channel(self, node: str) -> None:
         channel = self.direct.pop(node, None)

@@ -23,10 +23,8 @@ import fcntl
 import os
 import select
 import socket
-from collections.abc import Callable
 
 _BUSY = (errno.EAGAIN, errno.EACCES)
-SPINS = 50  # yields to the lock's holder before sleeping
 
 
 def try_lock(fd: int) -> bool:
@@ -72,28 +70,19 @@ class DirectChannel:
         self.fd = fd
         self.epoch = epoch
 
-    def write(self, data: bytes, pause: Callable[[float], None], wait: bool = True) -> bool:
-        """Write one or more whole frames; OSError if the channel is gone.  ``wait``: for the
-        lock, if another process holds it (``pause(seconds)`` waits a little, interruptibly);
-        else False at once: the caller sends through its multiplexer, which batches, instead."""
+    def write(self, data: bytes) -> bool:
+        """Write one or more whole frames, unless another process is writing into the channel
+        (False: send through the multiplexer instead, which batches); OSError if it is gone."""
         fd = self.fd
-        tries = 0
-        while not try_lock(fd):
-            if not wait:
-                return False
-            # the holder writes one frame, unless it is the multiplexer with the peer slow to read
-            tries += 1
-            if tries < SPINS:
-                os.sched_yield()
-            else:
-                pause(0.001)
+        if not try_lock(fd):
+            return False
         try:
             view = memoryview(data)
             while view:
                 try:
                     sent = os.write(fd, view)
                 except BlockingIOError:  # the socket is the multiplexer's: non-blocking
-                    select.select([], [fd], [], 1.0)
+                    select.select([], [fd], [], 1.0)  # a frame once begun must end
                     continue
                 view = view[sent:]
         finally:
