@@ -227,7 +227,8 @@ def test_64_clients_cost_the_peer_no_backend(cluster) -> None:
 
     with ThreadPoolExecutor(64) as pool:
         results = list(pool.map(client, range(64)))
-    assert all(r > 0 for r in results)
+    # every answer reached its own session, though 64 of them wrote into the one channel at once
+    assert results == [10 * (i + 1) + 45 for i in range(64)]
     # the peer serves only its own sessions (here: the one counting) plus the pool
     assert peak[0][0][0] <= 1
 
