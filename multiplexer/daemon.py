@@ -469,7 +469,7 @@ class Multiplexer:
     def _orphan_answer(self, channel: Channel, msg: list) -> None:
         """An answer for a backend that has gone (its request went straight into the channel, so
         we could not cancel it when it went): stop the request, and roll back its block."""
-        kind, _, client, req, xact = msg[0], msg[1], msg[2], msg[3], msg[4]
+        kind, _, client, req, xact, _ = msg
         if not client:
             return  # our own heartbeat's PONG
         if kind == Kind.DATA:

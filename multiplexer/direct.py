@@ -25,6 +25,7 @@ import select
 import socket
 
 _BUSY = (errno.EAGAIN, errno.EACCES)
+_FDS_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)  # room for a few passed sockets
 
 
 def try_lock(fd: int) -> bool:
@@ -57,9 +58,6 @@ def recv_with_fds(sock: socket.socket, size: int) -> tuple[bytes, list[int]]:
             received.frombytes(payload[:len(payload) - len(payload) % received.itemsize])
             fds.extend(received)
     return data, fds
-
-
-_FDS_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)
 
 
 class DirectChannel:
