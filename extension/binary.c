@@ -199,6 +199,46 @@ tuple_bytes_missing(const char *buf, Size avail, Size *tuple_len)
 	return 0;
 }
 
+/* No byte of data[0..len) is outside ASCII. */
+static bool
+all_ascii(const char *data, int32 len)
+{
+	uint64		high = 0;
+	int32		i = 0;
+
+	for (; i + 8 <= len; i += 8)
+	{
+		uint64		word;
+
+		memcpy(&word, data + i, 8);
+		high |= word;
+	}
+	for (; i < len; i++)
+		high |= (unsigned char) data[i];
+	return (high & UINT64CONST(0x8080808080808080)) == 0;
+}
+
+/*
+ * Whether a text, varchar or char value, as received, is already what the
+ * type's input would make of it under the column's typmod, so that it can
+ * be stored as is: the receive functions count its characters to check the
+ * limit (and pad a char(n)), which is most of the cost of reading such
+ * columns.  A value within the limit in bytes has no more characters than
+ * that; a char(n) that arrives n bytes long, all ASCII, has n characters
+ * and needs no padding (it is stored padded, so this is the usual case).
+ */
+static bool
+text_fits_typmod(ShoalTypeIO *io, const char *data, int32 len)
+{
+	int32		limit = io->typmod - VARHDRSZ;
+
+	if (io->typoid == TEXTOID || io->typmod < (int32) VARHDRSZ)
+		return true;
+	if (io->typoid == VARCHAROID)
+		return len <= limit;
+	return len == limit && all_ascii(data, len);
+}
+
 static Datum
 decode_field(ShoalBinaryReader *r, ShoalTypeIO *io, const char *data, int32 len, const char *colname)
 {
@@ -250,7 +290,9 @@ decode_field(ShoalBinaryReader *r, ShoalTypeIO *io, const char *data, int32 len,
 				return BoolGetDatum(data[0] != 0);
 			break;
 		case TEXTOID:
-			if (io->fast_text)
+		case VARCHAROID:
+		case BPCHAROID:
+			if (text_fits_typmod(io, data, len))
 			{
 				/* sent in the server encoding by a shoal node; verified like textrecv does */
 				pg_verify_mbstr(GetDatabaseEncoding(), data, len, false);

@@ -154,6 +154,32 @@ def test_a_non_utf8_database_converts_text_both_ways(pg: PgServer, tmp_path: Pat
         assert executes[-1]["quals"][0][:3] == ("t", "=", "àéîõü ÿ")
 
 
+TEXT_VALUES = ["", "ab", "abcd", "abcd  ", "abcdef", "ñ", "ñ日本", "ñ日本語", "日本語  ", "é" * 9]
+
+
+@pytest.mark.parametrize("column", ["char(4)", "varchar(4)", "char", "bpchar", "varchar", "text", "char(9)"])
+def test_binary_text_under_another_typmod_reads_as_the_type_input_would(db: Db, column: str) -> None:
+    """Text-like values arrive as they were stored: a column with a length limit must still pad,
+    truncate trailing spaces or refuse exactly as casting the value would (the decoder stores
+    values as they are only when that is the same)."""
+    db.execute("CREATE TABLE ref (id int, v text)")
+    for i, value in enumerate(TEXT_VALUES):
+        db.execute("INSERT INTO ref VALUES (%s, %s)", (i, value))
+    for i, value in enumerate(TEXT_VALUES):
+        path = db.dir / f"row{i}.bin"
+        path.write_bytes(db.copy_binary(f"SELECT * FROM ref WHERE id = {i}"))
+        db.memory_table(f"ft{i}", f"id int, v {column}", binary_source=str(path), row_format="binary")
+        db.execute(f"CREATE TABLE typed{i} (v {column})")
+        try:  # what an assignment makes of it (a cast would truncate silently)
+            db.execute(f"INSERT INTO typed{i} SELECT v FROM ref WHERE id = {i}")
+            expected = db.execute(f"SELECT octet_length(v), v::text FROM typed{i}")
+        except psycopg.errors.StringDataRightTruncation:
+            with pytest.raises(psycopg.errors.StringDataRightTruncation):
+                db.execute(f"SELECT * FROM ft{i}")
+            continue
+        assert db.execute(f"SELECT octet_length(v), v::text FROM ft{i}") == expected, value
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="reported to the lead: a JSON document that is a bare string or null loads as a Python str "
