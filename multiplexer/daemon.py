@@ -801,8 +801,7 @@ class Multiplexer:
         conn = self.by_ident.get(ident)
         if conn is None:
             return  # the process is gone
-        conn.queue(protocol.pack(messages))
-        if not conn.flush():
+        if not conn.write(protocol.pack(messages)):
             self.poller.modify(conn.fd, IN | OUT)
 
     # -- observability ----------------------------------------------------------------------------

@@ -57,27 +57,50 @@ def encode(frame: bytes) -> bytes:
     return _HEADER.pack(len(frame)) + frame
 
 
+def send_blocking(sock: socket.socket, frame: bytes) -> None:
+    """Send one frame on a blocking socket, its header and bytes gathered by the kernel (a
+    result chunk is not copied to prepend four bytes)."""
+    header = _HEADER.pack(len(frame))
+    sent = sock.sendmsg([header, frame])
+    if sent < 4 + len(frame):
+        sock.sendall(memoryview(header + frame)[sent:] if sent < 4 else memoryview(frame)[sent - 4:])
+
+
 class FrameReader:
-    """Splits received bytes into frames (a frame may arrive in pieces)."""
+    """Splits received bytes into frames (a frame may arrive in pieces).
+
+    The frames are memoryviews of the received bytes: a result chunk that arrives whole is not
+    copied on its way to the unpacker.  Only a frame that comes in pieces is gathered, once.
+    """
 
     def __init__(self) -> None:
-        self.buffer = bytearray()
+        self.buffer = bytearray()  # the start of a frame whose rest has not arrived
+        self._needed = 0  # how long the buffer must grow before a frame in it is whole
 
-    def feed(self, data: bytes) -> list[bytes]:
-        self.buffer += data
+    def feed(self, data: bytes) -> list[memoryview]:
+        if self.buffer:
+            self.buffer += data
+            if len(self.buffer) < self._needed:
+                return []
+            data = bytes(self.buffer)
+            self.buffer.clear()
+        view = memoryview(data)
         frames = []
         pos = 0
-        end = len(self.buffer)
+        end = len(data)
+        needed = 4
         while end - pos >= 4:
-            (size,) = _HEADER.unpack_from(self.buffer, pos)
+            (size,) = _HEADER.unpack_from(data, pos)
             if size > MAX_FRAME:
                 raise FrameError(f"a frame of {size} bytes is larger than {MAX_FRAME}")
             if end - pos - 4 < size:
+                needed = 4 + size
                 break
-            frames.append(bytes(self.buffer[pos + 4:pos + 4 + size]))
+            frames.append(view[pos + 4:pos + 4 + size])
             pos += 4 + size
-        if pos:
-            del self.buffer[:pos]
+        if pos < end:
+            self.buffer += view[pos:]
+            self._needed = needed
         return frames
 
 
@@ -92,9 +115,9 @@ class FramedSocket:
         self.out = bytearray()
         self.closed = False
 
-    def read(self) -> list[bytes] | None:
+    def read(self) -> list[memoryview] | None:
         """Whatever whole frames have arrived; None once the other end has closed."""
-        frames: list[bytes] = []
+        frames: list[memoryview] = []
         while True:
             try:
                 data = self.sock.recv(READ_BYTES)
@@ -111,7 +134,29 @@ class FramedSocket:
                 return frames
 
     def queue(self, frame: bytes) -> None:
-        self.out += encode(frame)
+        self.out += _HEADER.pack(len(frame))
+        self.out += frame
+
+    def write(self, frame: bytes) -> bool:
+        """Send a frame, after what is queued; False while some of it waits for the socket to
+        drain.  With nothing queued, the kernel gathers header and frame: no copy."""
+        if self.out:
+            self.queue(frame)
+            return self.flush()
+        header = _HEADER.pack(len(frame))
+        try:
+            sent = self.sock.sendmsg([header, frame])
+        except BlockingIOError:
+            sent = 0
+        except ConnectionError:
+            self.closed = True
+            return True
+        if sent < 4:
+            self.out += header[sent:]
+            self.out += frame
+        elif sent < 4 + len(frame):
+            self.out += memoryview(frame)[sent - 4:]
+        return not self.out
 
     def flush(self) -> bool:
         """Send what is queued; False while some of it waits for the socket to drain."""

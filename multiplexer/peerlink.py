@@ -103,7 +103,23 @@ class PeerLink(framing.FramedSocket):
         return received
 
     def send(self, frame: bytes) -> None:
-        self._send_frame(frame)
+        """Send a frame (queued while the socket is full, or while a backend that was lent the
+        channel is writing into it)."""
+        if not self.epoch:
+            self.write(frame)
+            return
+        if self.out or self._locked:
+            self._send_frame(frame)
+            return
+        if not direct.try_lock(self.fd):
+            self.lock_wait = True
+            self.queue(frame)
+            return
+        self.lock_wait = False
+        if self.write(frame) or self.closed:
+            direct.unlock(self.fd)
+        else:
+            self._locked = True  # kept until the rest of the frame is out (flush)
 
     def flush(self) -> bool:
         """As FramedSocket's; once lent, under the channel's write lock, kept until our frames

@@ -224,7 +224,7 @@ class JobRunner:
         self._send([[Kind.DATA, origin, client, req, None, chunk]])
 
     def _send(self, messages: list) -> None:
-        self.sock.sendall(framing.encode(protocol.pack(messages)))
+        framing.send_blocking(self.sock, protocol.pack(messages))
 
     def _receive(self, timeout_ms: int) -> list:
         """Messages that arrive within the timeout (none if nothing does)."""
