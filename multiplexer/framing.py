@@ -70,20 +70,29 @@ class FrameReader:
     """Splits received bytes into frames (a frame may arrive in pieces).
 
     The frames are memoryviews of the received bytes: a result chunk that arrives whole is not
-    copied on its way to the unpacker.  Only a frame that comes in pieces is gathered, once.
+    copied on its way to the unpacker.  The pieces of a frame that comes in several are joined
+    once, when its last piece is there.
     """
 
     def __init__(self) -> None:
-        self.buffer = bytearray()  # the start of a frame whose rest has not arrived
-        self._needed = 0  # how long the buffer must grow before a frame in it is whole
+        self._pieces: list[bytes | memoryview] = []  # the start of a frame whose rest has not arrived
+        self._have = 0  # their length
+        self._needed = 0  # how long they must grow before the frame in them is whole
+
+    @property
+    def pending(self) -> int:
+        """Bytes received of a frame not whole yet."""
+        return self._have
 
     def feed(self, data: bytes) -> list[memoryview]:
-        if self.buffer:
-            self.buffer += data
-            if len(self.buffer) < self._needed:
+        if self._pieces:
+            self._pieces.append(data)
+            self._have += len(data)
+            if self._have < self._needed:
                 return []
-            data = bytes(self.buffer)
-            self.buffer.clear()
+            data = b"".join(self._pieces)
+            self._pieces = []
+            self._have = 0
         view = memoryview(data)
         frames = []
         pos = 0
@@ -99,7 +108,8 @@ class FrameReader:
             frames.append(view[pos + 4:pos + 4 + size])
             pos += 4 + size
         if pos < end:
-            self.buffer += view[pos:]
+            self._pieces.append(view[pos:] if pos else data)
+            self._have = end - pos
             self._needed = needed
         return frames
 

@@ -31,7 +31,7 @@ def test_frames_cut_at_random_places_come_out_whole_and_in_order(seed: int) -> N
         got.extend(bytes(f) for f in reader.feed(stream[pos:pos + step]))
         pos += step
     assert got == frames
-    assert not reader.buffer
+    assert not reader.pending
 
 
 def test_a_frame_larger_than_the_limit_is_refused_before_it_arrives() -> None:
