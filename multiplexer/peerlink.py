@@ -105,38 +105,39 @@ class PeerLink(framing.FramedSocket):
     def send(self, frame: bytes) -> None:
         """Send a frame (queued while the socket is full, or while a backend that was lent the
         channel is writing into it)."""
-        if not self.epoch:
+        if self._hold_lock():
             self.write(frame)
-            return
-        if self.out or self._locked:
-            self._send_frame(frame)
-            return
-        if not direct.try_lock(self.fd):
-            self.lock_wait = True
-            self.queue(frame)
-            return
-        self.lock_wait = False
-        if self.write(frame) or self.closed:
-            direct.unlock(self.fd)
+            self._release_lock()
         else:
-            self._locked = True  # kept until the rest of the frame is out (flush)
+            self.queue(frame)
 
     def flush(self) -> bool:
         """As FramedSocket's; once lent, under the channel's write lock, kept until our frames
         are out whole."""
-        if not self.epoch or not self.out:
-            return super().flush()
-        if not self._locked:
-            if not direct.try_lock(self.fd):
-                self.lock_wait = True
-                return False
-            self._locked = True
-        self.lock_wait = False
+        if not self.out:
+            return True
+        if not self._hold_lock():
+            return False
         done = super().flush()
-        if done or self.closed:
+        self._release_lock()
+        return done
+
+    def _hold_lock(self) -> bool:
+        """Hold the channel's write lock if it was lent (there is none to hold otherwise); False
+        while a backend holds it."""
+        if not self.epoch or self._locked:
+            return True
+        if not direct.try_lock(self.fd):
+            self.lock_wait = True
+            return False
+        self._locked, self.lock_wait = True, False
+        return True
+
+    def _release_lock(self) -> None:
+        """Let the backends write again, once no frame of ours is half-sent."""
+        if self._locked and (not self.out or self.closed):
             direct.unlock(self.fd)
             self._locked = False
-        return done
 
     def close(self) -> None:
         """Close, for the backends it was lent to as well: their copies of the socket then fail."""
