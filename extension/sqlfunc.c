@@ -229,7 +229,8 @@ alter_has(AlterTableStmt *stmt, AlterTableType t1, AlterTableType t2)
 
 /*
  * What Python needs to know of a statement that may concern a distributed
- * or global table: its kind, the relations it names (OIDs), a few flags.
+ * or global table, or the roles every node must share: its kind, the
+ * relations it names (OIDs), a few flags.
  * NULL for statements that cannot concern one.  PostgreSQL has parsed the
  * statement already; Python does not parse SQL in a backend.
  */
@@ -303,10 +304,22 @@ describe_statement(Node *parsetree)
 				dict_set(info, "concurrent", PyBool_FromLong(stmt->concurrent));
 				break;
 			}
+		case T_CreateRoleStmt:
+		case T_AlterRoleStmt:
+		case T_AlterRoleSetStmt:
+		case T_DropRoleStmt:
+		case T_GrantRoleStmt:
+			kind = "role";
+			break;
 		case T_RenameStmt:
 			{
 				RenameStmt *stmt = (RenameStmt *) parsetree;
 
+				if (stmt->renameType == OBJECT_ROLE)
+				{
+					kind = "role";
+					break;
+				}
 				if (stmt->relation == NULL)
 					break;
 				kind = stmt->renameType == OBJECT_INDEX ? "rename_index" : "rename";
@@ -388,6 +401,11 @@ shoal_utility_before(PlannedStmt **pstmt, const char *queryString)
 		case T_GrantStmt:
 		case T_DropStmt:
 		case T_TruncateStmt:
+		case T_CreateRoleStmt:
+		case T_AlterRoleStmt:
+		case T_AlterRoleSetStmt:
+		case T_DropRoleStmt:
+		case T_GrantRoleStmt:
 			break;
 		default:
 			return NULL;

@@ -231,9 +231,15 @@ def test_a_node_that_joins_later_receives_every_shoal_table(cluster_dir: Path) -
     _sql(n1, "CREATE TABLE app.prod (code text PRIMARY KEY, price numeric) WITH (global)")
     _sql(n1, "INSERT INTO app.prod VALUES ('a', 1.5), ('b', 2.25)")
     _sql(n1, "GRANT SELECT ON app.prod TO PUBLIC")
-    for node in (n1, n2):
-        _sql(node, "CREATE ROLE auditor")  # roles are per node: the new node will lack it
+    _sql(n1, "CREATE ROLE auditor")  # n2 has it too (role DDL is shared); n3 will receive it
     _sql(n1, "GRANT SELECT ON acc TO auditor")
+    # made where role DDL is not shared (a database without shoal): n1 alone has it
+    with psycopg.connect(n1.conninfo, dbname="template1", autocommit=True) as conn:
+        conn.execute("CREATE ROLE veteran LOGIN PASSWORD 'pw' CONNECTION LIMIT 3 "
+                     "VALID UNTIL '2031-01-02 03:04:05+00'; GRANT auditor TO veteran WITH ADMIN OPTION")
+    veteran = ("SELECT rolcanlogin, rolconnlimit, rolvaliduntil, rolpassword, "
+               "pg_has_role('veteran', 'auditor', 'USAGE WITH ADMIN OPTION') FROM pg_authid "
+               "WHERE rolname = 'veteran'")
 
     steps: list[str] = []
     n3 = Cluster(cluster_dir).up(nodes=3, progress=steps.append)[2]
@@ -245,7 +251,10 @@ def test_a_node_that_joins_later_receives_every_shoal_table(cluster_dir: Path) -
     prod = "SELECT * FROM app.prod ORDER BY code"
     assert _sql(n3, prod) == _sql(n1, prod)
     assert _sql(n3, "SELECT has_table_privilege('public', 'app.prod', 'SELECT')") == [(True,)]
-    assert _sql(n3, "SELECT relacl IS NULL FROM pg_class WHERE oid = 'acc'::regclass") == [(True,)]
+    # the roles too, with their password (the same verifier), memberships and privileges
+    assert _sql(n3, veteran) == _sql(n1, veteran) != []
+    assert _sql(n3, "SELECT has_table_privilege('auditor', 'acc', 'SELECT')") == [(True,)]
+    assert _sql(n3, "SELECT has_table_privilege('veteran', 'acc', 'SELECT')") == [(True,)]
 
     # the new node writes as every node does: its own sequence values, every copy of a global table
     new_id = _sql(n3, "INSERT INTO acc (v) VALUES (7) RETURNING id")[0][0]
@@ -265,8 +274,9 @@ def test_a_node_that_joins_later_receives_every_shoal_table(cluster_dir: Path) -
     assert _sql(n3, "SELECT relkind::text FROM pg_class WHERE relname = 'acc_3'") == [("r",)]
 
     steps.clear()
-    Cluster(cluster_dir).up(progress=steps.append)  # again: nothing is missing
+    Cluster(cluster_dir).up(progress=steps.append)  # again: no table is missing; n2 gets veteran
     assert not any("created" in s for s in steps)
+    assert _sql(n2, veteran) == _sql(n1, veteran)
     with pytest.raises(psycopg.errors.UndefinedObject, match='node "nope" does not exist'):
         _sql(n1, "SELECT shoal.sync_node('nope')")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="is this node"):

@@ -1,8 +1,9 @@
 """Distributed and global tables on a real 3-node cluster: what the differential suite cannot see.
 
-Sequences that stay unique across nodes, privileges that reach the partitions, atomic commit of
-writes on several nodes (no prepared transaction left behind, a failure on one node undoes the
-others), DDL everywhere and its cleanup, node removal, EXPLAIN.  Ports 26600-26699 belong to this file.
+Sequences that stay unique across nodes, privileges that reach the partitions, roles that are the same
+on every node, atomic commit of writes on several nodes (no prepared transaction left behind, a
+failure on one node undoes the others), DDL everywhere and its cleanup, node removal, EXPLAIN.
+Ports 26600-26699 belong to this file.
 """
 
 from __future__ import annotations
@@ -139,8 +140,7 @@ def test_ddl_reaches_every_node_and_drop_cleans_the_catalog(nodes: list[Node]) -
 
 def test_privileges_reach_the_partitions(nodes: list[Node]) -> None:
     n1, n2, n3 = nodes
-    for node in nodes:
-        sql(node, "DROP ROLE IF EXISTS reader; CREATE ROLE reader LOGIN")
+    sql(n1, "CREATE ROLE reader LOGIN")  # on every node (test_roles_are_the_same_on_every_node)
     sql(n1, "CREATE TABLE secret (id int PRIMARY KEY, s text) WITH (distributed_by = 'id', num_parts = 3)")
     sql(n1, "INSERT INTO secret SELECT g, 's' FROM generate_series(1, 30) g")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -158,6 +158,60 @@ def test_privileges_reach_the_partitions(nodes: list[Node]) -> None:
     sql(n3, "REVOKE SELECT, UPDATE ON secret FROM reader")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         sql(n1, "SELECT count(*) FROM secret", user="reader")
+
+
+def roles(node: Node, names: tuple[str, ...]) -> list[tuple]:
+    return sql(node, "SELECT rolname::text, rolcanlogin, rolconnlimit, rolpassword FROM pg_authid "
+                     "WHERE rolname = ANY(%s) ORDER BY 1", (list(names),))
+
+
+def test_roles_are_the_same_on_every_node(nodes: list[Node]) -> None:
+    n1, n2, n3 = nodes
+    names = ("r_app", "r_grp", "r_app2")
+    sql(n2, "CREATE ROLE r_app LOGIN PASSWORD 'secret' CONNECTION LIMIT 7")
+    sql(n3, "CREATE ROLE r_grp; GRANT r_grp TO r_app")
+    assert [r[:3] for r in roles(n1, names)] == [("r_app", True, 7), ("r_grp", False, -1)]
+    for node in nodes:
+        assert roles(node, names)[0][3].startswith("SCRAM-SHA-256$")  # each node hashed it
+        assert sql(node, "SELECT pg_has_role('r_app', 'r_grp', 'member')") == [(True,)]
+    # privileges through membership reach the partitions read as r_app on the other nodes
+    sql(n1, "CREATE TABLE ledger (id int PRIMARY KEY) WITH (distributed_by = 'id', num_parts = 3)")
+    sql(n1, "INSERT INTO ledger SELECT generate_series(1, 30)")
+    sql(n1, "GRANT SELECT ON ledger TO r_grp")
+    assert sql(n2, "SELECT count(*) FROM ledger", user="r_app") == [(30,)]
+    sql(n1, "ALTER ROLE r_app CONNECTION LIMIT 2; ALTER ROLE r_app SET work_mem = '3MB'")
+    assert everywhere(nodes, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'r_app'") == [[(2,)]] * 3
+    assert assert_same_everywhere(nodes, "SELECT s.setconfig FROM pg_db_role_setting s "
+                                         "JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = 'r_app'"
+                                  ) == [(["work_mem=3MB"],)]
+    sql(n2, "REVOKE r_grp FROM r_app")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        sql(n1, "SELECT count(*) FROM ledger", user="r_app")
+    # a rolled back CREATE ROLE leaves no role anywhere
+    with psycopg.connect(n1.conninfo) as conn:
+        conn.execute("CREATE ROLE r_tmp")
+        conn.rollback()
+    assert everywhere(nodes, "SELECT count(*) FROM pg_roles WHERE rolname = 'r_tmp'") == [[(0,)]] * 3
+    # a statement that fails on one node changes no node: a role made on n3 alone (in a database
+    # without shoal, where role DDL is not shared) ...
+    with psycopg.connect(n3.conninfo, dbname="template1", autocommit=True) as conn:
+        conn.execute("CREATE ROLE r_legacy")
+    with pytest.raises(psycopg.errors.DuplicateObject, match='on node n3: role "r_legacy" already exists'):
+        sql(n1, "CREATE ROLE r_legacy")
+    assert [r[0][0] for r in everywhere(nodes, "SELECT count(*) FROM pg_roles WHERE rolname = 'r_legacy'")
+            ] == [0, 0, 1]
+    # ... and a role that owns something on n2 only
+    sql(n1, "REVOKE SELECT ON ledger FROM r_grp")
+    sql(n2, "CREATE TABLE n2_only (i int); ALTER TABLE n2_only OWNER TO r_grp")
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist, match="on node n2"):
+        sql(n3, "DROP ROLE r_grp")
+    assert [r[:3] for r in roles(n1, names)] == [("r_app", True, 2), ("r_grp", False, -1)]
+    sql(n2, "DROP TABLE n2_only")
+    sql(n3, "ALTER ROLE r_app RENAME TO r_app2")
+    assert [r[0] for r in roles(n2, names)] == ["r_app2", "r_grp"]
+    sql(n1, "DROP ROLE r_app2, r_grp")
+    assert everywhere(nodes, "SELECT count(*) FROM pg_roles WHERE rolname ~ '^r_(app|grp)'") == [[(0,)]] * 3
+    assert no_prepared_transactions(nodes)
 
 
 def test_bad_requests_are_clear_errors(nodes: list[Node]) -> None:

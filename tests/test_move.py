@@ -31,8 +31,7 @@ GRANT SELECT ON users, orders TO reader;
 @pytest.fixture(scope="module")
 def nodes() -> Iterator[list[Node]]:
     with running_cluster("shoal-m-", nodes=3, port=26401) as cluster:
-        for node in cluster.nodes:
-            sql(node, "CREATE ROLE reader LOGIN")  # roles are per node
+        sql(cluster.nodes[0], "CREATE ROLE reader LOGIN")  # on every node: role DDL is shared
         with psycopg.connect(cluster.nodes[0].conninfo, autocommit=True) as conn:
             conn.execute(SCHEMA)
         yield cluster.nodes

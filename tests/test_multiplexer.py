@@ -59,8 +59,7 @@ CREATE SERVER n2 FOREIGN DATA WRAPPER shoal_fdw OPTIONS (node 'n2');
 CREATE FOREIGN TABLE items {ITEM_COLUMNS} SERVER n2;
 CREATE FOREIGN TABLE slow (id int) SERVER n2;
 CREATE FOREIGN TABLE big (id int, pad text) SERVER n2;
-CREATE ROLE alice LOGIN;
-GRANT SELECT ON items TO alice;
+GRANT SELECT ON items TO alice;  -- alice, made on n2, is on n1 too: role DDL is shared
 """
 
 

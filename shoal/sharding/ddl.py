@@ -1,4 +1,5 @@
-"""DDL on distributed and global tables, seen before PostgreSQL runs it (the extension's utility hook).
+"""DDL on distributed and global tables, and on roles, seen before PostgreSQL runs it (the
+extension's utility hook).
 
 The extension describes the statement it parsed (kind, the OIDs of the relations it names, a few
 flags: see extension/sqlfunc.c) and passes its text.  ``before(sql, info)`` answers False (not
@@ -132,6 +133,18 @@ def _grant(info: dict[str, Any], sql: str) -> Answer:
     return _guarded(after)
 
 
+# -- roles: every node has the same ones -------------------------------------------------------
+
+def _role(info: dict[str, Any], sql: str) -> Answer:
+    """CREATE, ALTER, RENAME and DROP ROLE and role membership (GRANT role TO role) run here, then
+    as written on every other node, in the same transaction: remote work runs as the role that
+    asked for it, so a role and its attributes must be the same everywhere."""
+    me = backend.setting("shoal.node_name")
+    if not me or all(node.name == me for node in catalog.nodes()):
+        return False  # a server of its own, or a cluster of one
+    return _guarded(lambda: _run_elsewhere([sql]))
+
+
 # -- DROP, TRUNCATE -----------------------------------------------------------------------------
 
 def _drop(info: dict[str, Any], sql: str) -> Answer:
@@ -211,4 +224,5 @@ _HANDLERS: dict[str, Callable[[dict[str, Any], str], Answer]] = {
     "drop": _drop,
     "drop_index": _drop,
     "truncate": _truncate,
+    "role": _role,
 }

@@ -6,7 +6,8 @@ cluster (or a DBA after shoal.add_node on every node) calls shoal.sync_node on a
 which creates on the newcomer, in one transaction, each table it lacks: a distributed table's parent
 with every partition a foreign partition (partitions stay where they are; the newcomer holds none),
 a global table with a copy of its rows, their sequences (handing out the newcomer's own values),
-owner, privileges and catalog rows.
+owner, privileges and catalog rows; and first the roles it lacks, since remote work runs as the role
+that asked for it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections import defaultdict
 from shoal.errors import InvalidParameter, SqlError, UndefinedObject
 from shoal.fdw import backend
 from shoal.sharding import catalog, distribute, everywhere, tabledef
-from shoal.sharding.catalog import NodeInfo, Relation, quote_ident
+from shoal.sharding.catalog import NodeInfo, Relation, quote_ident, quote_literal
 
 
 def sync_node(name: str) -> int:
@@ -28,15 +29,16 @@ def sync_node(name: str) -> int:
     if target is None:
         raise UndefinedObject(f'node "{name}" does not exist',
                               hint="Register it on every node first, with shoal.add_node().")
+    roles = {row[0] for row in everywhere.rows(name, "SELECT rolname::text FROM pg_catalog.pg_roles")}
+    statements: list = _roles(roles)
     tables = backend.query("SELECT relation::oid, kind FROM shoal.distributed ORDER BY relation::oid")
     if not tables:
+        everywhere.run({name: statements})
         return 0
     _check_target_knows_the_nodes(target)
-    roles = {row[0] for row in everywhere.rows(name, "SELECT rolname::text FROM pg_catalog.pg_roles")}
     present = set(everywhere.rows(name, "SELECT n.nspname::text, c.relname::text FROM shoal.distributed d "
                               "JOIN pg_catalog.pg_class c ON c.oid = d.relation "
                               "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"))
-    statements: list = []
     servers_made: set[str] = set()
     synced = 0
     for oid, kind in tables:
@@ -100,9 +102,49 @@ def _global(rel: Relation, target: NodeInfo) -> list:
             *distribute.ship_triggers(rel), *distribute.catalog_rows(rel)]
 
 
+def _roles(present: set[str]) -> list[str]:
+    """Statements that create on the node the roles this node has and it lacks (added to
+    ``present``): their attributes, password and memberships.  Role DDL reaches every node
+    (shoal.sharding.ddl), so only roles made before the node joined, or before shoal shared role
+    DDL, are missing.  Per-role settings (ALTER ROLE ... SET) are not copied."""
+    rows = backend.query(
+        "SELECT rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, "
+        "rolreplication, rolbypassrls, rolconnlimit, rolpassword, "
+        "CASE WHEN rolvaliduntil IS NULL THEN NULL WHEN rolvaliduntil = 'infinity' THEN 'infinity' "
+        "ELSE pg_catalog.to_char(rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') END "
+        "FROM pg_catalog.pg_authid WHERE rolname !~ '^pg_' ORDER BY oid")
+    statements = []
+    created = set()
+    for name, superuser, inherit, createrole, createdb, login, replication, bypassrls, limit, \
+            password, valid_until in rows:
+        if name in present:
+            continue
+        flags = [("SUPERUSER", superuser), ("INHERIT", inherit), ("CREATEROLE", createrole),
+                 ("CREATEDB", createdb), ("LOGIN", login), ("REPLICATION", replication),
+                 ("BYPASSRLS", bypassrls)]
+        sql = f"CREATE ROLE {quote_ident(name)} WITH " + " ".join(
+            flag if on else f"NO{flag}" for flag, on in flags) + f" CONNECTION LIMIT {int(limit)}"
+        if password is not None:  # the hashed verifier: PostgreSQL stores it as it is
+            sql += f" PASSWORD {quote_literal(password)}"
+        if valid_until is not None:
+            sql += f" VALID UNTIL {quote_literal(valid_until)}"
+        statements.append(sql)
+        created.add(name)
+    present |= created
+    members = backend.query(
+        "SELECT r.rolname::text, m.rolname::text, a.admin_option FROM pg_catalog.pg_auth_members a "
+        "JOIN pg_catalog.pg_roles r ON r.oid = a.roleid JOIN pg_catalog.pg_roles m ON m.oid = a.member "
+        "ORDER BY a.roleid, a.member")
+    for role, member, admin in members:
+        if (role in created or member in created) and role in present and member in present:
+            option = " WITH ADMIN OPTION" if admin else ""
+            statements.append(f"GRANT {quote_ident(role)} TO {quote_ident(member)}{option}")
+    return statements
+
+
 def _owner_and_grants(rel: Relation, roles: set[str]) -> list[str]:
     """The table's owner (its partitions' and sequences' too) and privileges, as this node has them;
-    roles the node lacks (roles are per node) are left out with a warning."""
+    roles the node lacks are left out with a warning."""
     owner = backend.query("SELECT pg_catalog.pg_get_userbyid(relowner)::text FROM pg_catalog.pg_class "
                           "WHERE oid = $1::oid", rel.oid)[0][0]
     statements: list[str] = []
