@@ -16,7 +16,9 @@
  * before any hook runs: once the gate is held, it is refreshed in place.
  * To know which nodes a SELECT reads, its foreign scans are deferred while
  * the executor starts (so that initial pruning has happened); the cut is
- * taken if two nodes or more are read, and then the scans start.
+ * taken if two nodes or more are read, or one other node more than once
+ * (two scans of it, or a scan that runs again: in a nested loop's inner
+ * side or a subplan), and then the scans start.
  *-------------------------------------------------------------------------
  */
 #include "shoal.h"
@@ -207,6 +209,40 @@ reads_shoal_partition_walker(PlanState *ps, void *context)
 	return planstate_tree_walker(ps, reads_shoal_partition_walker, context);
 }
 
+/* Is there a foreign scan in ps's subtree? */
+static bool
+has_foreign_scan_walker(PlanState *ps, void *context)
+{
+	if (ps == NULL)
+		return false;
+	if (IsA(ps, ForeignScanState))
+		return true;
+	return planstate_tree_walker(ps, has_foreign_scan_walker, context);
+}
+
+/*
+ * May a foreign scan of the plan run more than once: on the inner side of a
+ * nested loop (once per outer row) or in a subplan (once per call)?  Each
+ * run is a request of its own, which in READ COMMITTED would take a
+ * snapshot of its own on the other node.
+ */
+static bool
+rescans_foreign_walker(PlanState *ps, void *context)
+{
+	ListCell   *lc;
+
+	if (ps == NULL)
+		return false;
+	if (IsA(ps, NestLoopState) && has_foreign_scan_walker(innerPlanState(ps), NULL))
+		return true;
+	foreach(lc, ps->subPlan)
+	{
+		if (has_foreign_scan_walker(((SubPlanState *) lfirst(lc))->planstate, NULL))
+			return true;
+	}
+	return planstate_tree_walker(ps, rescans_foreign_walker, context);
+}
+
 static bool
 is_top_level_select(QueryDesc *qd, int eflags)
 {
@@ -309,9 +345,16 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 		(scans != NIL || reads_shoal_partition_walker(qd->planstate, NULL));
 	if (whole_transaction)
 		shoal_python_ensure();
-	/* a REPEATABLE READ transaction keeps the snapshot of its first statement, cut or not */
+	/*
+	 * A REPEATABLE READ transaction keeps the snapshot of its first
+	 * statement, cut or not.  In READ COMMITTED, a statement needs one when
+	 * it reads two nodes or more, or one other node more than once.
+	 */
 	if (whole_transaction ||
-		(!IsolationUsesXactSnapshot() && list_length(servers) + (reads_locally ? 1 : 0) >= 2))
+		(!IsolationUsesXactSnapshot() &&
+		 (list_length(servers) + (reads_locally ? 1 : 0) >= 2 ||
+		  (servers != NIL && (list_length(scans) >= 2 ||
+							  rescans_foreign_walker(qd->planstate, NULL))))))
 	{
 		nesting++;				/* the catalog reads of taking it are not the client's */
 		PG_TRY();

@@ -89,6 +89,18 @@ def test_a_single_node_read_takes_no_cut(nodes: list[Node]) -> None:
         assert time.monotonic() - started < 1.0
 
 
+def test_two_reads_of_one_other_node_take_a_cut(nodes: list[Node]) -> None:
+    n1, n2, _ = nodes
+    # a row of each of n2's partitions: the statement scans both, on n2 only
+    first, second = [r[0] for r in sql(n2, "SELECT min(t.id) FROM acct t JOIN shoal.partitions p "
+                                           "ON p.partition_name::regclass = t.tableoid "
+                                           "WHERE p.is_local GROUP BY t.tableoid")]
+    with half_committed(nodes):
+        started = time.monotonic()
+        sql(n1, "SELECT sum(balance) FROM acct WHERE id IN (%s, %s)", (first, second))
+        assert time.monotonic() - started > 0.5  # it waited for n2's gate: a cut
+
+
 def test_repeatable_read_keeps_one_cut_on_every_node(nodes: list[Node]) -> None:
     n1, n2, n3 = nodes
     on_n3 = local_ids(n3)[0]
@@ -118,3 +130,27 @@ def test_cut_blocks_end_with_their_statements(nodes: list[Node]) -> None:
                          "AND state = 'idle in transaction'")[0][0]
         gates = sql(node, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 7")
         assert held == 0 and gates[0][0] == 0
+
+
+def test_a_statement_reading_one_node_again_sees_one_snapshot(nodes: list[Node]) -> None:
+    """A nested loop reads the remote partition once per outer row: in READ COMMITTED too, every
+    read belongs to the statement's one snapshot, though a commit lands between two of them."""
+    n1, n2, _ = nodes
+    row = local_ids(n2)[0]
+    partition = sql(n1, "SELECT tableoid::regclass::text FROM acct WHERE id = %s", (row,))[0][0]
+    query = (f"SELECT array_agg(x.balance ORDER BY g) FROM generate_series(1, 2) g, LATERAL "
+             f"(SELECT balance, pg_sleep(CASE WHEN g = 1 THEN 1 ELSE 0 END) FROM {partition} "
+             f"WHERE id = %s + g - g) x")
+
+    def read(**settings: str) -> list[int]:
+        bump = threading.Thread(target=lambda: (time.sleep(0.4), sql(
+            n2, "UPDATE acct SET balance = balance + 1 WHERE id = %s", (row,))))
+        bump.start()
+        try:
+            return sql(n1, query, (row,), **settings)[0][0]
+        finally:
+            bump.join()
+
+    assert "Nested Loop" in "\n".join(r[0] for r in sql(n1, "EXPLAIN " + query, (row,)))
+    assert read(shoal__consistent_snapshots="off") == [100, 101]  # each read its own snapshot
+    assert read() == [101, 101]

@@ -20,9 +20,11 @@ if one is held, give all of theirs back and start over.  So the gates cannot dea
 
 What takes a cut (extension/snapshot.c decides, this module takes it):
 
-- a top-level SELECT in READ COMMITTED that reads two nodes or more (after pruning): its snapshot
-  here is refreshed under the gate, and on each other node one transaction block holds the
-  snapshot for the statement's remote reads (read-only, REPEATABLE READ, ended with the statement);
+- a top-level SELECT in READ COMMITTED that reads two nodes or more (after pruning), or one other
+  node more than once (two scans of it, or a scan in a nested loop's inner side or a subplan, which
+  sends a request per run): its snapshot here is refreshed under the gate, and on each other node
+  one transaction block holds the snapshot for the statement's remote reads (read-only, REPEATABLE
+  READ, ended with the statement);
 - the first statement of a REPEATABLE READ transaction that reads shoal tables: the cut then spans
   every node, and its blocks become the transaction's own, so every later statement, on any node,
   reads the same cut (and its writes go into those blocks).
@@ -69,10 +71,8 @@ def take(handlers: list[Any], reads_locally: bool, whole_transaction: bool) -> i
     if whole_transaction:
         nodes = sorted(row[0] for row in backend.query("SELECT name FROM shoal.nodes") if row[0] != me)
         reads_locally = True  # the transaction's snapshot here is part of the cut
-    else:
+    else:  # the extension decided that the statement needs one
         nodes = sorted({h.node for h in handlers if isinstance(getattr(h, "node", None), str)} - {me})
-        if len(nodes) + (1 if reads_locally else 0) < 2:
-            return 0
     if not nodes:
         return 0
     if whole_transaction:
