@@ -453,7 +453,7 @@ def markdown(meta: dict[str, Any], parts: dict[str, Any]) -> str:
     if ping and "error" not in ping:
         out += ["## Ping (client on n1 -> n1's multiplexer [-> n2's multiplexer])", "",
                 f"Local hop (client <-> its multiplexer): {ping.get('local_hop', '?')}; between the "
-                "multiplexers: one ZeroMQ TCP channel (CURVE).", "",
+                "multiplexers: one TCP connection, length-prefixed frames (peers proved by HMAC).", "",
                 "One at a time (MuxClient.ping; the bare echo: one frame at a time over TCP):", ""]
         hops = {"n1": " (local hop only)", "n2": " (both multiplexers)"}
         rows = [[f"n1 -> {r['target']}" + hops.get(r["target"], ""),

@@ -236,7 +236,11 @@ def test_a_node_that_joins_later_receives_every_shoal_table(cluster_dir: Path) -
     # made where role DDL is not shared (a database without shoal): n1 alone has it
     with psycopg.connect(n1.conninfo, dbname="template1", autocommit=True) as conn:
         conn.execute("CREATE ROLE veteran LOGIN PASSWORD 'pw' CONNECTION LIMIT 3 "
-                     "VALID UNTIL '2031-01-02 03:04:05+00'; GRANT auditor TO veteran WITH ADMIN OPTION")
+                     "VALID UNTIL '2031-01-02 03:04:05+00'; GRANT auditor TO veteran WITH ADMIN OPTION; "
+                     "ALTER ROLE veteran SET search_path = app, \"Odd, \"\"Name\"\"\", \"$user\"; "
+                     "ALTER ROLE veteran IN DATABASE postgres SET work_mem = '5MB'")
+    settings = ("SELECT d.datname, s.setconfig FROM pg_db_role_setting s LEFT JOIN pg_database d "
+                "ON d.oid = s.setdatabase WHERE s.setrole = 'veteran'::regrole ORDER BY 1 NULLS FIRST")
     veteran = ("SELECT rolcanlogin, rolconnlimit, rolvaliduntil, rolpassword, "
                "pg_has_role('veteran', 'auditor', 'USAGE WITH ADMIN OPTION') FROM pg_authid "
                "WHERE rolname = 'veteran'")
@@ -253,6 +257,8 @@ def test_a_node_that_joins_later_receives_every_shoal_table(cluster_dir: Path) -
     assert _sql(n3, "SELECT has_table_privilege('public', 'app.prod', 'SELECT')") == [(True,)]
     # the roles too, with their password (the same verifier), memberships and privileges
     assert _sql(n3, veteran) == _sql(n1, veteran) != []
+    assert _sql(n3, settings) == _sql(n1, settings) == [
+        (None, ['search_path=app, "Odd, ""Name""", "$user"']), ("postgres", ["work_mem=5MB"])]
     assert _sql(n3, "SELECT has_table_privilege('auditor', 'acc', 'SELECT')") == [(True,)]
     assert _sql(n3, "SELECT has_table_privilege('veteran', 'acc', 'SELECT')") == [(True,)]
 

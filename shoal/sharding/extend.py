@@ -104,9 +104,9 @@ def _global(rel: Relation, target: NodeInfo) -> list:
 
 def _roles(present: set[str]) -> list[str]:
     """Statements that create on the node the roles this node has and it lacks (added to
-    ``present``): their attributes, password and memberships.  Role DDL reaches every node
-    (shoal.sharding.ddl), so only roles made before the node joined, or before shoal shared role
-    DDL, are missing.  Per-role settings (ALTER ROLE ... SET) are not copied."""
+    ``present``): their attributes, password, settings and memberships.  Role DDL reaches every
+    node (shoal.sharding.ddl), so only roles made before the node joined, or where role DDL is not
+    shared (a database without shoal), are missing."""
     rows = backend.query(
         "SELECT rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, "
         "rolreplication, rolbypassrls, rolconnlimit, rolpassword, "
@@ -131,6 +131,7 @@ def _roles(present: set[str]) -> list[str]:
         statements.append(sql)
         created.add(name)
     present |= created
+    statements += _role_settings(created)
     members = backend.query(
         "SELECT r.rolname::text, m.rolname::text, a.admin_option FROM pg_catalog.pg_auth_members a "
         "JOIN pg_catalog.pg_roles r ON r.oid = a.roleid JOIN pg_catalog.pg_roles m ON m.oid = a.member "
@@ -140,6 +141,59 @@ def _roles(present: set[str]) -> list[str]:
             option = " WITH ADMIN OPTION" if admin else ""
             statements.append(f"GRANT {quote_ident(role)} TO {quote_ident(member)}{option}")
     return statements
+
+
+# settings whose value is a list PostgreSQL quotes itself (pg_dump keeps the same list)
+_LIST_SETTINGS = frozenset(("local_preload_libraries", "search_path", "session_preload_libraries",
+                            "shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"))
+
+
+def _role_settings(roles: set[str]) -> list[str]:
+    """ALTER ROLE ... SET for the settings of ``roles``, for every database or one by name."""
+    if not roles:
+        return []
+    rows = backend.query(
+        "SELECT r.rolname::text, d.datname::text, s.setconfig FROM pg_catalog.pg_db_role_setting s "
+        "JOIN pg_catalog.pg_roles r ON r.oid = s.setrole "
+        "LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase ORDER BY r.oid, s.setdatabase")
+    statements = []
+    for role, database, settings in rows:
+        if role not in roles:
+            continue
+        scope = f" IN DATABASE {quote_ident(database)}" if database is not None else ""
+        for setting in settings:
+            name, _, value = setting.partition("=")
+            items = _split_list(value) if name in _LIST_SETTINGS else [value]
+            statements.append(f"ALTER ROLE {quote_ident(role)}{scope} SET {quote_ident(name)} TO "
+                              + ", ".join(quote_literal(item) for item in items))
+    return statements
+
+
+def _split_list(value: str) -> list[str]:
+    """The items of a list setting as PostgreSQL prints it: comma-separated, double-quoted where
+    needed (a doubled quote inside)."""
+    items: list[str] = []
+    item, quoted, pos = "", False, 0
+    while pos < len(value):
+        char = value[pos]
+        if quoted:
+            if char == '"' and value[pos + 1:pos + 2] == '"':
+                item += '"'
+                pos += 1
+            elif char == '"':
+                quoted = False
+            else:
+                item += char
+        elif char == '"':
+            quoted = True
+        elif char == ",":
+            items.append(item)
+            item = ""
+        elif not char.isspace():
+            item += char
+        pos += 1
+    items.append(item)
+    return items
 
 
 def _owner_and_grants(rel: Relation, roles: set[str]) -> list[str]:
