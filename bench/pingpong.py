@@ -114,9 +114,17 @@ class LocalLink:
         self.sock.close()
 
 
+def _unbounded(sock: zmq.Socket) -> None:
+    """No high-water mark: a ROUTER drops what goes past it (1000 messages by default), which
+    stalls a window of 1024 echoes."""
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+
+
 def _dealer(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    _unbounded(sock)
     # Not 4 bytes: the multiplexer takes a 4-byte id for a backend's pid and checks that it lives.
     sock.setsockopt(zmq.ROUTING_ID, b"bench-%d-%d" % (os.getpid(), next(_ids)))
     sock.connect(endpoint)
@@ -215,6 +223,7 @@ def echo_server() -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
+    _unbounded(sock)
     sock.bind("tcp://127.0.0.1:*")
     print(sock.getsockopt(zmq.LAST_ENDPOINT).decode(), flush=True)
     recv, send = sock.recv_multipart, sock.send_multipart

@@ -69,17 +69,19 @@ def unpack(frame: bytes) -> list[list[Any]]:
         messages = msgpack.unpackb(frame, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise ProtocolError(f"undecodable frame: {exc}") from None
-    if not isinstance(messages, list):
+    if type(messages) is not list:
         raise ProtocolError("a frame must be an array of messages")
+    # exact types (msgpack makes no subclasses): the check runs for every message that passes
     for message in messages:
         if (
-            not isinstance(message, list)
+            type(message) is not list
             or len(message) != 6
+            or type(message[0]) is not int
             or message[0] not in KINDS
-            or not isinstance(message[1], str)
-            or not isinstance(message[2], bytes)
-            or not isinstance(message[3], int)
-            or not (message[4] is None or isinstance(message[4], str))
+            or type(message[1]) is not str
+            or type(message[2]) is not bytes
+            or type(message[3]) is not int
+            or (message[4] is not None and type(message[4]) is not str)
         ):
             raise ProtocolError("a message must be [kind, node, client, req, xact, payload]")
     return messages

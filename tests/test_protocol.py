@@ -34,6 +34,9 @@ def test_a_batch_round_trips() -> None:
         msgpack.packb([[1, "n1", "client", 1, None, b""]]),  # client must be bytes
         msgpack.packb([[1, "n1", b"", "1", None, b""]]),  # req must be an int
         msgpack.packb([[1, "n1", b"", 1, 5, b""]]),  # xact must be text or nil
+        msgpack.packb([[[1], "n1", b"", 1, None, b""]]),  # a kind that cannot be looked up
+        msgpack.packb([[{"k": 1}, "n1", b"", 1, None, b""]]),
+        msgpack.packb([[1, "n1", b"", True, None, b""]]),  # req must be an int, not a boolean
     ],
 )
 def test_malformed_frames_are_refused(frame: bytes) -> None:
