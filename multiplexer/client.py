@@ -122,7 +122,7 @@ class MuxClient:
         self._next_req = (self._next_req + 1) & 0x7FFFFFFF
         return self._next_req
 
-    def send(self, kind: Kind, node: str, req: int, xact: str | None, payload: Any,
+    def send(self, kind: int, node: str, req: int, xact: str | None, payload: Any,
              defer: bool = False) -> None:
         """Send a message, with the deferred ones before it in the same frame (one system call);
         ``defer``: keep it for the next message or wait instead."""
@@ -221,7 +221,7 @@ class MuxClient:
         """This node's multiplexer counters, as JSON rows."""
         return self._call(Kind.STATS, "", b"", 5.0)[5]
 
-    def _call(self, kind: Kind, node: str, payload: bytes, timeout: float | None) -> list:
+    def _call(self, kind: int, node: str, payload: bytes, timeout: float | None) -> list:
         req = self._req()
         self._awaiting.add(req)
         try:

@@ -52,6 +52,12 @@ RECONNECT_S = 0.5
 RESOLVE_S = 10.0  # how often this node looks for prepared transactions left in doubt
 FIRST_RESOLVE_S = 2.0
 CLIENT_BLOCKS_KEPT = 32
+
+# kinds of message, as sets: every message passes some of these tests
+_JOBS = frozenset((Kind.QUERY, Kind.CONTROL))
+_REQUESTS = frozenset((Kind.QUERY, Kind.CONTROL, Kind.PING))  # followed in outbound until answered
+_ANSWERS = frozenset((Kind.DATA, Kind.DONE, Kind.ERROR, Kind.PONG))
+_LAST_ANSWERS = frozenset((Kind.DONE, Kind.ERROR, Kind.PONG))
 PURGE_EVERY = 6  # ... and, every so many times, forgets the decisions nobody needs any more
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
 
@@ -71,7 +77,7 @@ class Worker:
     out: list = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class Outbound:
     """A request of one of our backends, on its way to (or answered by) another node."""
 
@@ -236,7 +242,7 @@ class Multiplexer:
         log.info("multiplexer of node %s: peers on port %d, local %s, metrics on %d",
                  self.me, self.config.mux_port, self.config.ipc_path, self.config.metrics_port)
         while True:
-            waiting = any(link.lock_wait for link in self.links.values()) if self._epochs else False
+            waiting = self._epochs and any([link.lock_wait for link in self.links.values()])
             ready = self.poller.poll(LOCK_RETRY_S if waiting else POLL_MS / 1000)
             self._check_interrupts()
             now = time.monotonic()
@@ -297,15 +303,16 @@ class Multiplexer:
             self._disconnected(conn)
             return
         worker = self.workers.get(conn.ident)
+        now = time.monotonic()
         for frame in frames:
             for msg in self._unpack(frame, f"local process {conn.pid}"):
                 if worker is not None:
                     self._from_worker(worker, msg)
                 else:
-                    self._from_client(conn.ident, msg)
+                    self._from_client(conn.ident, msg, now)
                     worker = self.workers.get(conn.ident)  # a HELLO makes it a worker
 
-    def _from_client(self, client: bytes, msg: list) -> None:
+    def _from_client(self, client: bytes, msg: list, now: float) -> None:
         kind, node, _, req, xact, payload = msg
         if kind == Kind.HELLO:
             worker = Worker(client, self.by_ident[client].pid)
@@ -319,7 +326,7 @@ class Multiplexer:
         if kind == Kind.CHANNEL:
             self._lend(client, node)
             return
-        if kind in (Kind.QUERY, Kind.CONTROL) and xact is not None:
+        if xact is not None and kind in _JOBS:
             self._note_block(client, node, xact)
         if node == self.me or not node:
             if kind == Kind.PING:
@@ -327,24 +334,25 @@ class Multiplexer:
             else:
                 self._serve([kind, self.me, client, req, xact, payload])
             return
-        channel = self._channel(node)
-        now = time.monotonic()
+        channel = self.channels.get(node) or self._channel(node)
         if channel is None or not channel.accepts_requests(now):
-            if kind in (Kind.QUERY, Kind.CONTROL, Kind.PING) and channel is None:
+            if kind in _REQUESTS and channel is None:
                 self._to_client(client, [Kind.ERROR, node, b"", req, None,
                                          _error("42704", f'node "{node}" is not in shoal.nodes',
                                                 "Add it with shoal.add_node().")])
-            elif kind in (Kind.QUERY, Kind.CONTROL, Kind.PING):
+            elif kind in _REQUESTS:
                 self._to_client(client, [Kind.ERROR, node, b"", req, None,
                                          _error("08006", f'node "{node}" is unreachable',
                                                 "Check that the node runs and that its multiplexer "
                                                 "is reachable (shoal status).")])
             return
-        if kind in (Kind.QUERY, Kind.CONTROL, Kind.PING):
+        if kind in _REQUESTS:
             self.outbound[(client, req)] = Outbound(node, now)
         elif kind == Kind.CANCEL:
             self.outbound.pop((client, req), None)
-        channel.out.append([kind, self.me, client, req, xact, payload])
+        msg[1] = self.me  # the message goes on as it came, now naming its origin and sender
+        msg[2] = client
+        channel.out.append(msg)
 
     def _lend(self, client: bytes, node: str) -> None:
         """Lend the channel to node to a backend, if it is up (multiplexer/direct.py)."""
@@ -431,26 +439,37 @@ class Multiplexer:
         channel.stats.bytes_in += len(frame)
         messages = self._unpack(frame, f"node {channel.name}")
         channel.stats.msgs_in += len(messages)
+        outbound, client_out, latencies = self.outbound, self.client_out, channel.stats.latencies
+        name = channel.name
         for msg in messages:
             kind = msg[0]
-            if kind in (Kind.DATA, Kind.DONE, Kind.ERROR, Kind.PONG):
+            if kind in _ANSWERS:
                 if msg[1] != self.me:
                     self.malformed += 1
                     continue
-                key = (msg[2], msg[3])
-                pending = self.outbound.get(key)
+                client = msg[2]
+                key = (client, msg[3])
+                pending = outbound.pop(key, None) if kind in _LAST_ANSWERS else outbound.get(key)
                 if pending is not None and not pending.answered:
                     pending.answered = True
-                    channel.stats.latencies.append((now - pending.sent) * 1e6)
-                self._forget_outbound(key, kind)
-                if msg[2] not in self.by_ident:
+                    latencies.append((now - pending.sent) * 1e6)
+                if client not in self.by_ident:
                     self._orphan_answer(channel, msg)
                     continue
                 if msg[4] is not None:
-                    self._note_block(msg[2], channel.name, msg[4])
-                self._to_client(msg[2], [kind, channel.name, b"", msg[3], None, msg[5]])
+                    self._note_block(client, name, msg[4])
+                    msg[4] = None
+                msg[1] = name  # on to the backend, as from the node that answered
+                msg[2] = b""
+                out = client_out.get(client)
+                if out is None:
+                    client_out[client] = [msg]
+                else:
+                    out.append(msg)
             elif kind == Kind.PING:
-                channel.out.append([Kind.PONG, msg[1], msg[2], msg[3], None, msg[5]])
+                msg[0] = Kind.PONG  # back as it came: to the same origin, client and request
+                msg[4] = None
+                channel.out.append(msg)
             elif kind == Kind.HEARTBEAT:
                 pass
             elif msg[1] != channel.name:
@@ -478,7 +497,7 @@ class Multiplexer:
             channel.out.append([Kind.QUERY, self.me, client, 0, xact, protocol.encode_job("rollback")])
 
     def _forget_outbound(self, key: tuple[bytes, int], kind: int) -> None:
-        if kind in (Kind.DONE, Kind.ERROR, Kind.PONG):
+        if kind in _LAST_ANSWERS:
             self.outbound.pop(key, None)
 
     # -- serving jobs on this node's workers ------------------------------------------------------
@@ -791,7 +810,7 @@ class Multiplexer:
     def _undeliverable(self, channel: Channel, batch: list) -> None:
         """The peer is not connected: our backends' requests in the batch fail now."""
         for msg in batch:
-            if msg[0] in (Kind.QUERY, Kind.CONTROL, Kind.PING) and msg[1] == self.me:
+            if msg[0] in _REQUESTS and msg[1] == self.me:
                 self.outbound.pop((msg[2], msg[3]), None)
                 self._send_local(msg[2], [[Kind.ERROR, channel.name, b"", msg[3], None,
                                            _error("08006", f'node "{channel.name}" is unreachable',

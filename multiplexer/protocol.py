@@ -16,13 +16,15 @@ error.  Multiplexers read only the first five fields and pass payloads through u
 from __future__ import annotations
 
 import struct
-from enum import IntEnum
 from typing import Any
 
 import msgpack
 
 
-class Kind(IntEnum):
+class Kind:
+    """The kinds of message, as plain ints: every hop compares them for every message, and an
+    enum's member lookup costs three times a class attribute's."""
+
     QUERY = 1  # backend -> worker: payload is a job (see encode_job)
     DATA = 2  # worker -> backend: payload is binary COPY tuple data
     DONE = 3  # worker -> backend: payload is [command tag, rows]
@@ -42,7 +44,7 @@ class Kind(IntEnum):
     CHANNEL_DOWN = 14  # multiplexer -> backends: node's channel of epoch (payload) is gone
 
 
-KINDS = frozenset(int(k) for k in Kind)
+KINDS = frozenset(value for name, value in vars(Kind).items() if name.isupper())
 
 # Flow control: a worker may have this many DATA chunks unacknowledged per request.
 INITIAL_CREDIT = 16
@@ -87,7 +89,7 @@ def unpack(frame: bytes) -> list[list[Any]]:
     return messages
 
 
-def message(kind: Kind, node: str = "", client: bytes = b"", req: int = 0, xact: str | None = None,
+def message(kind: int, node: str = "", client: bytes = b"", req: int = 0, xact: str | None = None,
             payload: Any = b"") -> list[Any]:
     return [int(kind), node, client, req, xact, payload]
 

@@ -251,7 +251,7 @@ class JobRunner:
             elif kind == Kind.CANCEL:
                 raise Cancelled()
 
-    def _reply(self, kind: Kind, origin: str, client: bytes, req: int, xact: str | None,
+    def _reply(self, kind: int, origin: str, client: bytes, req: int, xact: str | None,
                payload: bytes) -> None:
         messages = []
         if self.tail is not None and kind == Kind.DONE:
