@@ -212,6 +212,107 @@ alter_adds(AlterTableStmt *stmt, ConstrType kind1, ConstrType kind2, ConstrType 
 	return false;
 }
 
+static PyObject *
+py_names(List *strings)
+{
+	PyObject   *list = PyList_New(0);
+	ListCell   *lc;
+
+	if (list == NULL)
+		shoal_python_raise("describing a statement");
+	foreach(lc, strings)
+	{
+		PyObject   *item = py_str(strVal(lfirst(lc)));
+
+		if (PyList_Append(list, item) < 0)
+		{
+			Py_DECREF(item);
+			Py_DECREF(list);
+			shoal_python_raise("describing a statement");
+		}
+		Py_DECREF(item);
+	}
+	return list;
+}
+
+static PyObject *
+py_char(char c)
+{
+	char		text[2] = {c, '\0'};
+
+	return py_str(text);
+}
+
+/*
+ * The foreign keys an ALTER TABLE adds with ADD CONSTRAINT, as dicts of the
+ * clause's parts (shoal.sharding.foreign_keys builds each partition's own),
+ * and the names of the constraints it drops, with their IF EXISTS.  Foreign
+ * keys declared with a new column are not listed: "only_foreign_keys" says
+ * whether ADD CONSTRAINT ... FOREIGN KEY is all the statement does, and
+ * "only_dropped_constraints" whether DROP CONSTRAINT is.
+ */
+static void
+describe_constraint_changes(AlterTableStmt *stmt, PyObject *info)
+{
+	PyObject   *keys = PyList_New(0);
+	PyObject   *drops = PyList_New(0);
+	bool		only_keys = stmt->cmds != NIL;
+	bool		only_drops = stmt->cmds != NIL;
+	ListCell   *lc;
+
+	/* info owns both lists from here on: an error below leaves nothing behind */
+	dict_set(info, "foreign_keys", keys);
+	dict_set(info, "dropped_constraints", drops);
+	foreach(lc, stmt->cmds)
+	{
+		AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
+		Constraint *con = (cmd->def && IsA(cmd->def, Constraint)) ? (Constraint *) cmd->def : NULL;
+		PyObject   *item;
+
+		if (cmd->subtype == AT_AddConstraint && con != NULL && con->contype == CONSTR_FOREIGN)
+		{
+			item = PyDict_New();
+			if (item == NULL)
+				shoal_python_raise("describing a statement");
+			dict_set(item, "name", py_str(con->conname));
+			dict_set(item, "columns", py_names(con->fk_attrs));
+			dict_set(item, "ref_schema", py_str(con->pktable->schemaname));
+			dict_set(item, "ref_name", py_str(con->pktable->relname));
+			dict_set(item, "ref_columns", py_names(con->pk_attrs));
+			dict_set(item, "match", py_char(con->fk_matchtype));
+			dict_set(item, "on_update", py_char(con->fk_upd_action));
+			dict_set(item, "on_delete", py_char(con->fk_del_action));
+			dict_set(item, "on_delete_columns", py_names(con->fk_del_set_cols));
+			dict_set(item, "deferrable", PyBool_FromLong(con->deferrable));
+			dict_set(item, "initially_deferred", PyBool_FromLong(con->initdeferred));
+			dict_set(item, "not_valid", PyBool_FromLong(con->skip_validation));
+			if (PyList_Append(keys, item) < 0)
+			{
+				Py_DECREF(item);
+				shoal_python_raise("describing a statement");
+			}
+			Py_DECREF(item);
+			only_drops = false;
+			continue;
+		}
+		only_keys = false;
+		if (cmd->subtype != AT_DropConstraint)
+		{
+			only_drops = false;
+			continue;
+		}
+		item = Py_BuildValue("(sO)", cmd->name, cmd->missing_ok ? Py_True : Py_False);
+		if (item == NULL || PyList_Append(drops, item) < 0)
+		{
+			Py_XDECREF(item);
+			shoal_python_raise("describing a statement");
+		}
+		Py_DECREF(item);
+	}
+	dict_set(info, "only_foreign_keys", PyBool_FromLong(only_keys));
+	dict_set(info, "only_dropped_constraints", PyBool_FromLong(only_drops));
+}
+
 static bool
 alter_has(AlterTableStmt *stmt, AlterTableType t1, AlterTableType t2)
 {
@@ -292,6 +393,7 @@ describe_statement(Node *parsetree)
 						 PyBool_FromLong(alter_adds(stmt, CONSTR_FOREIGN, CONSTR_FOREIGN, CONSTR_FOREIGN)));
 				dict_set(info, "partitions",
 						 PyBool_FromLong(alter_has(stmt, AT_AttachPartition, AT_DetachPartition)));
+				describe_constraint_changes(stmt, info);
 				break;
 			}
 		case T_IndexStmt:

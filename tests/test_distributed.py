@@ -214,6 +214,61 @@ def test_roles_are_the_same_on_every_node(nodes: list[Node]) -> None:
     assert no_prepared_transactions(nodes)
 
 
+def test_foreign_keys_hold_on_every_node(nodes: list[Node]) -> None:
+    n1, n2, n3 = nodes
+    sql(n1, "CREATE TABLE fk_users (id int PRIMARY KEY) WITH (distributed_by = 'id', num_parts = 3)")
+    sql(n1, "CREATE TABLE fk_orders (uid int, oid int, item text, PRIMARY KEY (uid, oid)) "
+            "WITH (distributed_by = 'uid', colocate_with = 'fk_users')")
+    sql(n1, "CREATE TABLE fk_items (code text PRIMARY KEY) WITH (global)")
+    sql(n1, "CREATE TABLE fk_sizes (item text, size int) WITH (global)")
+    sql(n3, "ALTER TABLE fk_sizes ADD FOREIGN KEY (item) REFERENCES fk_items")
+    sql(n2, "INSERT INTO fk_users SELECT generate_series(1, 30)")
+    sql(n2, "INSERT INTO fk_items VALUES ('pen'), ('ink')")
+    sql(n3, "INSERT INTO fk_orders SELECT g %% 30 + 1, g, 'pen' FROM generate_series(1, 90) g")
+    sql(n2, "ALTER TABLE fk_orders ADD CONSTRAINT fk_orders_user FOREIGN KEY (uid) REFERENCES fk_users "
+            "ON DELETE CASCADE")
+    sql(n3, "ALTER TABLE fk_orders ADD FOREIGN KEY (item) REFERENCES fk_items (code)")
+    for node in nodes:  # every partition, local or not, is checked where it is
+        for uid in range(31, 34):
+            with pytest.raises(psycopg.errors.ForeignKeyViolation, match="fk_orders_user"):
+                sql(node, "INSERT INTO fk_orders VALUES (%s, 1, 'pen')", (uid,))
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="fk_orders_item_fkey"):
+            sql(node, "UPDATE fk_orders SET item = 'cap' WHERE uid = 5")
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            sql(node, "INSERT INTO fk_sizes VALUES ('cap', 1)")
+    sql(n3, "DELETE FROM fk_users WHERE id BETWEEN 1 AND 10")  # on every node: cascades where it is
+    assert sql(n1, "SELECT count(*), min(uid) FROM fk_orders") == [(60, 11)]
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        sql(n2, "DELETE FROM fk_items WHERE code = 'pen'")
+    sql(n1, "DELETE FROM fk_items WHERE code = 'ink'")  # referenced by no row
+    # what cannot hold on each node alone is refused, and changes nothing
+    sql(n1, "CREATE TABLE fk_other (id int PRIMARY KEY) WITH (distributed_by = 'id', num_parts = 3)")
+    sql(n2, "CREATE TABLE fk_plain (id int PRIMARY KEY)")  # of n2 alone
+    refused = [
+        ("ALTER TABLE fk_orders ADD FOREIGN KEY (uid) REFERENCES fk_other", "co-located"),
+        ("ALTER TABLE fk_orders ADD FOREIGN KEY (oid) REFERENCES fk_users", "pair the distribution columns"),
+        ("ALTER TABLE fk_sizes ADD FOREIGN KEY (size) REFERENCES fk_users", "co-located"),
+        ("ALTER TABLE fk_orders ADD FOREIGN KEY (oid) REFERENCES fk_plain", "neither"),
+        ("ALTER TABLE fk_orders ADD COLUMN buyer int REFERENCES fk_users", "ALTER TABLE of their own"),
+    ]
+    for statement, message in refused:
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match=message):
+            sql(n2, statement)
+    sql(n1, "CREATE TABLE fk_colors (code text PRIMARY KEY) WITH (global)")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):  # rows violate it: no partition has it
+        sql(n1, "ALTER TABLE fk_orders ADD CONSTRAINT fk_bad FOREIGN KEY (item) REFERENCES fk_colors")
+    constraints = ("SELECT count(*) FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid "
+                   "WHERE r.relname LIKE 'fk_orders%%' AND c.contype = 'f'")
+    assert [r[0][0] for r in everywhere(nodes, constraints)] == [2, 2, 2]  # 2 keys x 1 local partition
+    # dropped from every partition
+    sql(n3, "ALTER TABLE fk_orders DROP CONSTRAINT fk_orders_user")
+    assert [r[0][0] for r in everywhere(nodes, constraints)] == [1, 1, 1]
+    with pytest.raises(psycopg.errors.UndefinedObject, match="does not exist"):
+        sql(n1, "ALTER TABLE fk_orders DROP CONSTRAINT fk_orders_user")
+    sql(n2, "INSERT INTO fk_orders VALUES (31, 1, 'pen')")
+    assert no_prepared_transactions(nodes)
+
+
 def test_bad_requests_are_clear_errors(nodes: list[Node]) -> None:
     n1, n2, _ = nodes
     sql(n1, "CREATE TABLE bad (id int, p point, u int UNIQUE)")

@@ -22,6 +22,7 @@ CREATE TABLE users (id int PRIMARY KEY, name text, score numeric DEFAULT 1)
 CREATE TABLE orders (uid int, oid int, amount int, UNIQUE (uid, oid))
     WITH (distributed_by = 'uid', colocate_with = 'users');
 CREATE INDEX orders_amount ON orders (amount);
+ALTER TABLE orders ADD CONSTRAINT orders_user FOREIGN KEY (uid) REFERENCES users ON DELETE CASCADE;
 INSERT INTO users SELECT g, 'user ' || g FROM generate_series(1, 3000) g;
 INSERT INTO orders SELECT g % 3000 + 1, g, g % 97 FROM generate_series(1, 9000) g;
 GRANT SELECT ON users, orders TO reader;
@@ -85,11 +86,19 @@ def test_a_partition_moves_with_its_colocated_partitions(nodes: list[Node]) -> N
         sql(source, "INSERT INTO orders VALUES (%s, %s, 0)", (uid, oid))
     with psycopg.connect(nodes[2].conninfo, user="reader", autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM users WHERE id = %s", (uid,)).fetchone() == (1,)
-    # and it takes the new rows there
+    # and its foreign key, which holds there
+    assert sql(target, "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint "
+                       "WHERE conrelid = 'orders_0'::regclass AND contype = 'f'") == [
+        ("orders_user", "FOREIGN KEY (uid) REFERENCES users_0(id) ON DELETE CASCADE")]
     new_id = in_part(nodes[0], 0, range(3001, 4000))[0]
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        sql(source, "INSERT INTO orders VALUES (%s, 1, 0)", (new_id,))
+    # and it takes the new rows there
     sql(nodes[1], "INSERT INTO users VALUES (%s, 'new')", (new_id,))
+    sql(source, "INSERT INTO orders VALUES (%s, 1, 0)", (new_id,))
     assert sql(target, "SELECT name FROM users_0 WHERE id = %s", (new_id,)) == [("new",)]
     sql(nodes[0], "DELETE FROM users WHERE id = %s", (new_id,))
+    assert sql(target, "SELECT count(*) FROM orders_0 WHERE uid = %s", (new_id,)) == [(0,)]  # cascaded
 
 
 def test_moving_to_where_it_is_changes_nothing(nodes: list[Node]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from shoal.errors import FeatureNotSupported, InvalidParameter, SqlError
 from shoal.fdw import backend
-from shoal.sharding import catalog, distribute, everywhere, replicate, uniques
+from shoal.sharding import catalog, distribute, everywhere, foreign_keys, replicate, uniques
 from shoal.sharding.catalog import ShoalTable, quote_ident
 
 Answer = bool | None | Callable[[], None]
@@ -89,7 +89,10 @@ def _alter(info: dict[str, Any], sql: str) -> Answer:
     if info["partitions"]:
         raise FeatureNotSupported(f'the partitions of "{table.relation.name}" are managed by shoal')
     if info["adds_foreign_key"]:
-        raise FeatureNotSupported("foreign keys on distributed and global tables are not supported")
+        foreign_keys.add(info, table)
+        return None
+    if table.kind == "hash" and info["dropped_constraints"] and foreign_keys.drop(info, table):
+        return None
     if table.kind == "hash" and info["adds_unique"]:
         everywhere.run(uniques.statements(sql, table))
         return None

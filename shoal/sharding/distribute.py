@@ -128,7 +128,8 @@ def _check_convertible(oid: int, verb: str) -> tuple[Relation, tabledef.TableDef
         raise FeatureNotSupported(
             f'cannot {verb} "{rel.name}": it has foreign keys'
             + (f" (referenced by {', '.join(table.referenced_by)})" if table.referenced_by else ""),
-            hint="Foreign keys between shoal tables are not supported yet; drop them first.")
+            hint="Drop them, distribute the tables, then add them again with ALTER TABLE ... ADD "
+                 "FOREIGN KEY (between co-located tables, or to global tables).")
     return rel, table
 
 

@@ -14,7 +14,9 @@ together (two-phase commit):
 3. the rows travel from the old node to the new one in batches of heap pages (TID range scans),
    through this node, as row values in text (exact for every type);
 4. every other node, the old one too, replaces its partition by a foreign partition on the new
-   node, and the catalog says where the partition is now.
+   node, and the catalog says where the partition is now;
+5. the foreign keys the partitions had on the old node (shoal.sharding.foreign_keys) are made
+   again on the new one, once every row is there.
 
 Writers of the group wait for the whole move: it is an offline move of one partition at a time.
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from shoal.errors import InvalidParameter, SqlError, UndefinedObject
 from shoal.fdw import backend
-from shoal.sharding import catalog, distribute, everywhere, replicate, tabledef
+from shoal.sharding import catalog, distribute, everywhere, foreign_keys, replicate, tabledef
 from shoal.sharding.catalog import Relation, quote_ident, quote_literal
 
 BATCH_PAGES = 128  # 1 MB of heap per message: far below the multiplexer's frame limit
@@ -42,6 +44,11 @@ def move_partition(partition_oid: int, node: str) -> int:
     others = [n.name for n in catalog.nodes() if n.name not in (source, node)]
     everywhere.run({n.name: [f"LOCK TABLE {rel.sql} IN EXCLUSIVE MODE" for rel, _, _ in group]
                     for n in catalog.nodes()})
+    # the foreign keys between them (and to global tables) go along once all the rows are there
+    keys = [key for rel, partition, _ in group
+            for key in foreign_keys.of_partition(source, Relation(0, rel.schema, partition, "r").sql)]
+    if keys:
+        everywhere.run({source: [drop for drop, _ in keys]})
     moved = 0
     for rel, partition, _ in group:
         shoal_table = catalog.shoal_table(rel.oid)
@@ -60,6 +67,8 @@ def move_partition(partition_oid: int, node: str) -> int:
         everywhere.run({n.name: [("UPDATE shoal.placement SET node = $1 WHERE relation = $2::regclass "
                                   "AND part = $3::int", [node, rel.sql, str(part)])]
                         for n in catalog.nodes()})
+    if keys:
+        everywhere.run({node: [add for _, add in keys]})
     return moved
 
 
