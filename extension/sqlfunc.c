@@ -244,6 +244,98 @@ py_char(char c)
 }
 
 /*
+ * A FOREIGN KEY clause as a dict of its parts, appended to list; column: the
+ * column a column constraint is declared with (it names no columns itself).
+ */
+static void
+append_foreign_key(PyObject *list, Constraint *con, const char *column)
+{
+	PyObject   *item = PyDict_New();
+
+	if (item == NULL)
+		shoal_python_raise("describing a statement");
+	dict_set(item, "name", py_str(con->conname));
+	dict_set(item, "columns", column ? Py_BuildValue("[s]", column) : py_names(con->fk_attrs));
+	dict_set(item, "ref_schema", py_str(con->pktable->schemaname));
+	dict_set(item, "ref_name", py_str(con->pktable->relname));
+	dict_set(item, "ref_columns", py_names(con->pk_attrs));
+	dict_set(item, "match", py_char(con->fk_matchtype));
+	dict_set(item, "on_update", py_char(con->fk_upd_action));
+	dict_set(item, "on_delete", py_char(con->fk_del_action));
+	dict_set(item, "on_delete_columns", py_names(con->fk_del_set_cols));
+	dict_set(item, "deferrable", PyBool_FromLong(con->deferrable));
+	dict_set(item, "initially_deferred", PyBool_FromLong(con->initdeferred));
+	dict_set(item, "not_valid", PyBool_FromLong(con->skip_validation));
+	if (PyList_Append(list, item) < 0)
+	{
+		Py_DECREF(item);
+		shoal_python_raise("describing a statement");
+	}
+	Py_DECREF(item);
+}
+
+/* The foreign keys of a CREATE TABLE, table and column constraints alike. */
+static PyObject *
+create_foreign_keys(CreateStmt *stmt)
+{
+	PyObject   *keys = PyList_New(0);
+	ListCell   *lc;
+	ListCell   *c;
+
+	if (keys == NULL)
+		shoal_python_raise("describing a statement");
+	foreach(lc, stmt->tableElts)
+	{
+		Node	   *element = lfirst(lc);
+
+		if (IsA(element, Constraint) && ((Constraint *) element)->contype == CONSTR_FOREIGN)
+			append_foreign_key(keys, (Constraint *) element, NULL);
+		else if (IsA(element, ColumnDef))
+		{
+			foreach(c, ((ColumnDef *) element)->constraints)
+			{
+				Constraint *con = lfirst_node(Constraint, c);
+
+				if (con->contype == CONSTR_FOREIGN)
+					append_foreign_key(keys, con, ((ColumnDef *) element)->colname);
+			}
+		}
+	}
+	return keys;
+}
+
+/* A copy of a CREATE TABLE's columns and constraints without its foreign keys. */
+static List *
+without_foreign_keys(List *elements)
+{
+	List	   *kept = NIL;
+	ListCell   *lc;
+	ListCell   *c;
+
+	foreach(lc, elements)
+	{
+		Node	   *element = lfirst(lc);
+
+		if (IsA(element, Constraint) && ((Constraint *) element)->contype == CONSTR_FOREIGN)
+			continue;
+		if (IsA(element, ColumnDef))
+		{
+			ColumnDef  *column = (ColumnDef *) element;
+			List	   *constraints = NIL;
+
+			foreach(c, column->constraints)
+			{
+				if (lfirst_node(Constraint, c)->contype != CONSTR_FOREIGN)
+					constraints = lappend(constraints, lfirst(c));
+			}
+			column->constraints = constraints;
+		}
+		kept = lappend(kept, element);
+	}
+	return kept;
+}
+
+/*
  * The foreign keys an ALTER TABLE adds with ADD CONSTRAINT, as dicts of the
  * clause's parts (shoal.sharding.foreign_keys builds each partition's own),
  * and the names of the constraints it drops, with their IF EXISTS.  Foreign
@@ -271,27 +363,7 @@ describe_constraint_changes(AlterTableStmt *stmt, PyObject *info)
 
 		if (cmd->subtype == AT_AddConstraint && con != NULL && con->contype == CONSTR_FOREIGN)
 		{
-			item = PyDict_New();
-			if (item == NULL)
-				shoal_python_raise("describing a statement");
-			dict_set(item, "name", py_str(con->conname));
-			dict_set(item, "columns", py_names(con->fk_attrs));
-			dict_set(item, "ref_schema", py_str(con->pktable->schemaname));
-			dict_set(item, "ref_name", py_str(con->pktable->relname));
-			dict_set(item, "ref_columns", py_names(con->pk_attrs));
-			dict_set(item, "match", py_char(con->fk_matchtype));
-			dict_set(item, "on_update", py_char(con->fk_upd_action));
-			dict_set(item, "on_delete", py_char(con->fk_del_action));
-			dict_set(item, "on_delete_columns", py_names(con->fk_del_set_cols));
-			dict_set(item, "deferrable", PyBool_FromLong(con->deferrable));
-			dict_set(item, "initially_deferred", PyBool_FromLong(con->initdeferred));
-			dict_set(item, "not_valid", PyBool_FromLong(con->skip_validation));
-			if (PyList_Append(keys, item) < 0)
-			{
-				Py_DECREF(item);
-				shoal_python_raise("describing a statement");
-			}
-			Py_DECREF(item);
+			append_foreign_key(keys, con, NULL);
 			only_drops = false;
 			continue;
 		}
@@ -371,6 +443,7 @@ describe_statement(Node *parsetree)
 					dict_set(info, "persistent",
 							 PyBool_FromLong(stmt->relation->relpersistence == RELPERSISTENCE_PERMANENT));
 					dict_set(info, "if_not_exists", PyBool_FromLong(stmt->if_not_exists));
+					dict_set(info, "foreign_keys", create_foreign_keys(stmt));
 				}
 				else if (stmt->partbound != NULL)
 				{
@@ -546,6 +619,8 @@ shoal_utility_before(PlannedStmt **pstmt, const char *queryString)
 			if (!is_shoal_option(lfirst_node(DefElem, lc)))
 				kept = lappend(kept, lfirst(lc));
 		stmt->options = kept;
+		/* the table's foreign keys go on its partitions or copies, once it has them (Python) */
+		stmt->tableElts = without_foreign_keys(stmt->tableElts);
 	}
 	return result;
 }

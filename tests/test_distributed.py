@@ -220,14 +220,19 @@ def test_foreign_keys_hold_on_every_node(nodes: list[Node]) -> None:
     sql(n1, "CREATE TABLE fk_orders (uid int, oid int, item text, PRIMARY KEY (uid, oid)) "
             "WITH (distributed_by = 'uid', colocate_with = 'fk_users')")
     sql(n1, "CREATE TABLE fk_items (code text PRIMARY KEY) WITH (global)")
-    sql(n1, "CREATE TABLE fk_sizes (item text, size int) WITH (global)")
-    sql(n3, "ALTER TABLE fk_sizes ADD FOREIGN KEY (item) REFERENCES fk_items")
+    # declared with the table, as for a plain one
+    sql(n2, "CREATE TABLE fk_sizes (item text REFERENCES fk_items, size int) WITH (global)")
     sql(n2, "INSERT INTO fk_users SELECT generate_series(1, 30)")
     sql(n2, "INSERT INTO fk_items VALUES ('pen'), ('ink')")
     sql(n3, "INSERT INTO fk_orders SELECT g %% 30 + 1, g, 'pen' FROM generate_series(1, 90) g")
     sql(n2, "ALTER TABLE fk_orders ADD CONSTRAINT fk_orders_user FOREIGN KEY (uid) REFERENCES fk_users "
             "ON DELETE CASCADE")
     sql(n3, "ALTER TABLE fk_orders ADD FOREIGN KEY (item) REFERENCES fk_items (code)")
+    sql(n3, "CREATE TABLE fk_notes (uid int, note text, FOREIGN KEY (uid) REFERENCES fk_users (id)) "
+            "WITH (distributed_by = 'uid', colocate_with = 'fk_users')")
+    for node in nodes:
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="fk_notes_uid_fkey"):
+            sql(node, "INSERT INTO fk_notes VALUES (99, 'nobody')")
     for node in nodes:  # every partition, local or not, is checked where it is
         for uid in range(31, 34):
             with pytest.raises(psycopg.errors.ForeignKeyViolation, match="fk_orders_user"):
@@ -250,6 +255,8 @@ def test_foreign_keys_hold_on_every_node(nodes: list[Node]) -> None:
         ("ALTER TABLE fk_sizes ADD FOREIGN KEY (size) REFERENCES fk_users", "co-located"),
         ("ALTER TABLE fk_orders ADD FOREIGN KEY (oid) REFERENCES fk_plain", "neither"),
         ("ALTER TABLE fk_orders ADD COLUMN buyer int REFERENCES fk_users", "ALTER TABLE of their own"),
+        ("CREATE TABLE fk_refused (id int REFERENCES fk_other) WITH (distributed_by = 'id', "
+         "colocate_with = 'fk_users')", "co-located"),
     ]
     for statement, message in refused:
         with pytest.raises(psycopg.errors.FeatureNotSupported, match=message):
@@ -265,6 +272,7 @@ def test_foreign_keys_hold_on_every_node(nodes: list[Node]) -> None:
     assert [r[0][0] for r in everywhere(nodes, constraints)] == [1, 1, 1]
     with pytest.raises(psycopg.errors.UndefinedObject, match="does not exist"):
         sql(n1, "ALTER TABLE fk_orders DROP CONSTRAINT fk_orders_user")
+    assert sql(n1, "SELECT to_regclass('fk_refused')") == [(None,)]  # the refused CREATE left nothing
     sql(n2, "INSERT INTO fk_orders VALUES (31, 1, 'pen')")
     assert no_prepared_transactions(nodes)
 

@@ -67,6 +67,11 @@ def _create(info: dict[str, Any], sql: str) -> Answer:
             distribute.create_global_table(oid)
         else:
             distribute.create_distributed_table(oid, ours["distributed_by"], parts, colocate)
+        if info["foreign_keys"]:  # taken out of the statement by the extension
+            made = catalog.lookup(info["schema"], info["name"])  # a new table: shoal's now
+            table = catalog.shoal_table(made) if made is not None else None
+            assert table is not None
+            foreign_keys.add(info["foreign_keys"], table)
 
     return _guarded(after)
 
@@ -89,7 +94,12 @@ def _alter(info: dict[str, Any], sql: str) -> Answer:
     if info["partitions"]:
         raise FeatureNotSupported(f'the partitions of "{table.relation.name}" are managed by shoal')
     if info["adds_foreign_key"]:
-        foreign_keys.add(info, table)
+        if not info["only_foreign_keys"]:
+            raise FeatureNotSupported(
+                f'add foreign keys to "{table.relation.name}" in an ALTER TABLE of their own',
+                hint="ALTER TABLE ... ADD [CONSTRAINT name] FOREIGN KEY (...) REFERENCES ...; a new column "
+                     "first, then its foreign key.")
+        foreign_keys.add(info["foreign_keys"], table)
         return None
     if table.kind == "hash" and info["dropped_constraints"] and foreign_keys.drop(info, table):
         return None

@@ -11,9 +11,11 @@ with its own locks, for every write from any node (a write to a remote partition
 - a distributed table referencing a global table: each partition references the copy of its node;
 - a global table referencing a global table: every copy references the copy of its node.
 
-``ALTER TABLE ... ADD [CONSTRAINT name] FOREIGN KEY`` creates the constraint, under one name, on
-each partition (or copy), on every node in one transaction; ``ALTER TABLE ... DROP CONSTRAINT name``
-drops it there.  A moved partition takes its constraints along (shoal.sharding.move).
+``ALTER TABLE ... ADD [CONSTRAINT name] FOREIGN KEY``, or a FOREIGN KEY or REFERENCES clause of the
+CREATE TABLE that distributes a table or makes it global (taken out of the statement, and added once
+the table is shoal's), creates the constraint, under one name, on each partition (or copy), on every
+node in one transaction; ``ALTER TABLE ... DROP CONSTRAINT name`` drops it there.  A moved
+partition takes its constraints along (shoal.sharding.move).
 """
 
 from __future__ import annotations
@@ -31,15 +33,11 @@ _MATCH = {"f": " MATCH FULL", "p": " MATCH PARTIAL", "s": ""}
 _ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
 
-def add(info: dict[str, Any], child: ShoalTable) -> None:
-    """Create the foreign keys the ALTER TABLE adds to ``child`` on the tables holding its rows."""
-    if not info["only_foreign_keys"]:
-        raise FeatureNotSupported(
-            f'add foreign keys to "{child.relation.name}" in an ALTER TABLE of their own',
-            hint="ALTER TABLE ... ADD [CONSTRAINT name] FOREIGN KEY (...) REFERENCES ...; a new column "
-                 "first, then its foreign key.")
+def add(keys: list[dict[str, Any]], child: ShoalTable) -> None:
+    """Create foreign keys of ``child`` (FOREIGN KEY clauses as the extension describes them) on
+    the tables holding its rows."""
     per_node: dict[str, list[str]] = defaultdict(list)
-    for key in info["foreign_keys"]:
+    for key in keys:
         _place(key, child, per_node)
     everywhere.run(per_node)
 
