@@ -11,17 +11,19 @@ CREATE TABLE users (
     signed_up date NOT NULL
 ) WITH (distributed_by = 'user_id', num_parts = 6);
 
+-- the catalogue: a full copy on every node, joined locally
+CREATE TABLE products (sku text PRIMARY KEY, title text NOT NULL, price numeric(10,2) NOT NULL) WITH (global);
+
+-- foreign keys hold on every node: an order's user is in the partition of the same number, on
+-- the same node, and every node has the catalogue
 CREATE TABLE orders (
     order_id   bigserial,
-    user_id    bigint NOT NULL,
-    sku        text NOT NULL,
+    user_id    bigint NOT NULL REFERENCES users ON DELETE CASCADE,
+    sku        text NOT NULL REFERENCES products,
     qty        int NOT NULL CHECK (qty > 0),
     ordered_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, order_id)
 ) WITH (distributed_by = 'user_id', colocate_with = 'users');
-
--- the catalogue: a full copy on every node, joined locally
-CREATE TABLE products (sku text PRIMARY KEY, title text NOT NULL, price numeric(10,2) NOT NULL) WITH (global);
 
 COPY products FROM STDIN (FORMAT csv);
 kb-01,Keyboard,49.90
