@@ -48,10 +48,16 @@ static planner_hook_type prev_planner = NULL;
 
 /*
  * Statements run by other statements (functions, DO, planning-time calls)
- * are nested: only a client's own statements take cuts, since a nested one
- * shares its caller's snapshot.
+ * are nested.  A nested statement that runs on the snapshot of a statement
+ * running around it (in a STABLE function, say) shares that snapshot, which
+ * must not change under its caller: it takes no cut.  One with a snapshot of
+ * its own (in a VOLATILE function or a DO block, in READ COMMITTED) is a
+ * statement like a client's.  Statements run while planning, and shoal's
+ * own while it takes a cut, take none.
  */
 static int	nesting = 0;
+static int	no_cuts = 0;
+static List *running_snapshots = NIL;	/* of the statements in ExecutorRun */
 
 /* scans deferred while the executor of a candidate statement starts */
 static bool deferring = false;
@@ -311,7 +317,8 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 
 	/* workers run other nodes' statements, inside the snapshots those nodes chose */
 	first_rr = nesting == 0 && !deferring && !shoal_in_bgworker && first_of_repeatable_read();
-	if (!shoal_consistent_snapshots || nesting > 0 || deferring || shoal_in_bgworker ||
+	if (!shoal_consistent_snapshots || no_cuts > 0 || deferring || shoal_in_bgworker ||
+		(nesting > 0 && list_member_ptr(running_snapshots, qd->snapshot)) ||
 		!is_top_level_select(qd, eflags) || (!shoal_python_started() && !first_rr))
 	{
 		if (prev_executor_start)
@@ -356,14 +363,14 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 		  (servers != NIL && (list_length(scans) >= 2 ||
 							  rescans_foreign_walker(qd->planstate, NULL))))))
 	{
-		nesting++;				/* the catalog reads of taking it are not the client's */
+		no_cuts++;				/* the catalog reads of taking it are not the client's */
 		PG_TRY();
 		{
 			cut = take_cut(scans, reads_locally, whole_transaction);
 		}
 		PG_FINALLY();
 		{
-			nesting--;
+			no_cuts--;
 		}
 		PG_END_TRY();
 	}
@@ -417,6 +424,10 @@ shoal_executor_end(QueryDesc *qd)
 static void
 shoal_executor_run(QueryDesc *qd, ScanDirection direction, uint64 count, bool execute_once)
 {
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	running_snapshots = lcons(qd->snapshot, running_snapshots);
+	MemoryContextSwitchTo(old);
 	nesting++;
 	PG_TRY();
 	{
@@ -428,6 +439,7 @@ shoal_executor_run(QueryDesc *qd, ScanDirection direction, uint64 count, bool ex
 	PG_FINALLY();
 	{
 		nesting--;
+		running_snapshots = list_delete_first(running_snapshots);
 	}
 	PG_END_TRY();
 }
@@ -463,6 +475,7 @@ nested_planner(Query *parse, const char *query_string, int cursorOptions, ParamL
 	PlannedStmt *result;
 
 	nesting++;
+	no_cuts++;
 	PG_TRY();
 	{
 		if (prev_planner)
@@ -473,6 +486,7 @@ nested_planner(Query *parse, const char *query_string, int cursorOptions, ParamL
 	PG_FINALLY();
 	{
 		nesting--;
+		no_cuts--;
 	}
 	PG_END_TRY();
 	return result;

@@ -80,6 +80,19 @@ def test_a_statement_reading_several_nodes_sees_all_or_nothing(nodes: list[Node]
     assert waited > 0.5 and before == 3
 
 
+def test_a_statement_in_a_function_sees_all_or_nothing(nodes: list[Node]) -> None:
+    """In READ COMMITTED each statement of a VOLATILE function has a snapshot of its own: one
+    that reads several nodes takes a cut, as a client's statement does."""
+    n1, n2, _ = nodes
+    sql(n2, "CREATE OR REPLACE FUNCTION acct_total() RETURNS bigint LANGUAGE plpgsql AS "
+            "$$ BEGIN RETURN (SELECT sum(balance) FROM acct); END $$")
+    with half_committed(nodes):
+        assert sql(n2, "SELECT acct_total()")[0][0] == TOTAL
+        assert sql(n2, "DO $$ BEGIN IF (SELECT sum(balance) FROM acct) <> 6000 THEN "
+                       "RAISE 'half a transfer'; END IF; END $$") == []
+    assert sql(n2, "SELECT acct_total()", shoal__consistent_snapshots="off")[0][0] == TOTAL
+
+
 def test_a_single_node_read_takes_no_cut(nodes: list[Node]) -> None:
     n1, n2, _ = nodes
     one = local_ids(n2)[0]

@@ -30,7 +30,8 @@ What takes a cut (extension/snapshot.c decides, this module takes it):
   reads the same cut (and its writes go into those blocks).
 
 Not covered, and documented: reads inside a transaction that has already written on other nodes
-(they read in that transaction's blocks), SERIALIZABLE, statements below the top level (functions),
+(they read in that transaction's blocks), SERIALIZABLE, statements that run on their caller's
+snapshot (in STABLE functions; those of VOLATILE functions and DO blocks are statements of their own),
 and a REPEATABLE READ transaction whose first statement does not read shoal tables.
 """
 
