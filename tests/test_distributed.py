@@ -274,6 +274,20 @@ def test_foreign_keys_hold_on_every_node(nodes: list[Node]) -> None:
         sql(n1, "ALTER TABLE fk_orders DROP CONSTRAINT fk_orders_user")
     assert sql(n1, "SELECT to_regclass('fk_refused')") == [(None,)]  # the refused CREATE left nothing
     sql(n2, "INSERT INTO fk_orders VALUES (31, 1, 'pen')")
+    # plain tables with foreign keys become shoal tables, and their keys follow
+    sql(n1, "CREATE TABLE fk_p_items (code text PRIMARY KEY); CREATE TABLE fk_p_lines (uid int, "
+            "item text REFERENCES fk_p_items); INSERT INTO fk_p_items VALUES ('a'); "
+            "INSERT INTO fk_p_lines VALUES (1, 'a')")
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="fk_p_lines reference it"):
+        sql(n1, "SELECT shoal.create_distributed_table('fk_p_items', 'code')")
+    sql(n1, "SELECT shoal.create_global_table('fk_p_items')")  # the plain table's key holds on
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        sql(n1, "INSERT INTO fk_p_lines VALUES (2, 'b')")
+    sql(n1, "SELECT shoal.create_distributed_table('fk_p_lines', 'uid')")
+    for node in nodes:
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="fk_p_lines_item_fkey"):
+            sql(node, "INSERT INTO fk_p_lines SELECT g, 'b' FROM generate_series(1, 6) g")
+    assert sql(n3, "SELECT count(*) FROM fk_p_lines") == [(1,)]
     assert no_prepared_transactions(nodes)
 
 

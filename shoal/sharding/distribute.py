@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from shoal.errors import FeatureNotSupported, InvalidDefinition, InvalidParameter, SqlError
 from shoal.fdw import backend
-from shoal.sharding import catalog, everywhere, replicate, tabledef
+from shoal.sharding import catalog, everywhere, foreign_keys, replicate, tabledef
 from shoal.sharding.catalog import NodeInfo, Relation, quote_ident, quote_literal
 
 MAX_PARTS = 1024
@@ -30,6 +30,7 @@ def create_distributed_table(oid: int, column: str, partitions: int | None,
     if column is None:
         raise InvalidParameter("the distribution column must not be null")
     rel, table = _check_convertible(oid, "distribute")
+    their_keys = foreign_keys.take_off(rel.sql)
     cluster = _cluster()
     if column not in table.column_names():
         raise SqlError(f'column "{column}" of relation "{rel.name}" does not exist', sqlstate="42703",
@@ -81,10 +82,20 @@ def create_distributed_table(oid: int, column: str, partitions: int | None,
     for statement in restarts:
         backend.query(statement)
     everywhere.run({node.name: table.indexes for node in cluster})
+    _put_back(rel, their_keys)
+
+
+def _put_back(rel: Relation, their_keys: list) -> None:
+    """The foreign keys the table had as a plain table, on its partitions or copies now."""
+    if their_keys:
+        made = catalog.shoal_table(catalog.lookup(rel.schema, rel.name) or 0)
+        assert made is not None
+        foreign_keys.add(their_keys, made)
 
 
 def create_global_table(oid: int) -> None:
     rel, table = _check_convertible(oid, "make global")
+    their_keys = foreign_keys.take_off(rel.sql)
     cluster = _cluster()
     statements: dict[str, list] = defaultdict(list)
     identity, restarts = sequences_for(rel, table, cluster, statements)
@@ -97,6 +108,7 @@ def create_global_table(oid: int) -> None:
     everywhere.run(statements)
     for statement in restarts:
         backend.query(statement)
+    _put_back(rel, their_keys)
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -124,12 +136,12 @@ def _check_convertible(oid: int, verb: str) -> tuple[Relation, tabledef.TableDef
         raise FeatureNotSupported(f'cannot {verb} "{rel.name}": views depend on it ({", ".join(views)})',
                                   hint="Drop the views, then create them again afterwards.")
     table = tabledef.read(oid)
-    if table.foreign_keys or table.referenced_by:
+    # its own foreign keys go to its partitions or copies (foreign_keys); those of plain tables
+    # referencing it hold on as they are if it stays a table of its own here (made global)
+    if table.referenced_by and verb != "make global":
         raise FeatureNotSupported(
-            f'cannot {verb} "{rel.name}": it has foreign keys'
-            + (f" (referenced by {', '.join(table.referenced_by)})" if table.referenced_by else ""),
-            hint="Drop them, distribute the tables, then add them again with ALTER TABLE ... ADD "
-                 "FOREIGN KEY (between co-located tables, or to global tables).")
+            f'cannot {verb} "{rel.name}": foreign keys of {", ".join(table.referenced_by)} reference it',
+            hint="Drop those foreign keys, distribute the tables (co-located), then add them again.")
     return rel, table
 
 

@@ -79,9 +79,21 @@ def of_partition(node: str, table: str) -> list[tuple[str, str]]:
     for (row,) in everywhere.rows(node, _KEYS_SQL, [table]):
         key = json.loads(row)
         ref = f"{quote_ident(key['ref_schema'])}.{quote_ident(key['ref_name'])}"
-        found.append((f"ALTER TABLE {table} DROP CONSTRAINT {quote_ident(key['name'])}",
-                      _constraint_sql(table, key, ref)))
+        found.append((_drop_sql(table, key), _constraint_sql(table, key, ref)))
     return found
+
+
+def take_off(table: str) -> list[dict[str, Any]]:
+    """Drop the foreign keys of a plain table of this node about to become a shoal table, and
+    return them as add() takes them, to be made again once it is."""
+    keys = [json.loads(row) for (row,) in backend.query(_KEYS_SQL, table)]
+    for key in keys:
+        backend.query(_drop_sql(table, key))
+    return keys
+
+
+def _drop_sql(table: str, key: dict[str, Any]) -> str:
+    return f"ALTER TABLE {table} DROP CONSTRAINT {quote_ident(key['name'])}"
 
 
 # a table's foreign keys, each as the JSON of the parts _constraint_sql needs
