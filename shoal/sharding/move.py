@@ -117,8 +117,8 @@ def _own_keys(source: str, target: Relation) -> list[str]:
 
 
 def _owner_and_grants(rel: Relation, target: Relation, kind: str = "TABLE") -> list:
-    """The partition takes the owner and the privileges the table has on the node where it runs:
-    roles are per node, so those of this node may not all exist there.  The workers of other
+    """The partition takes the owner and the privileges the table has on the node where it runs
+    (a role made where role DDL is not shared may exist on some nodes only).  The workers of other
     nodes read and write a plain partition directly, as the querying role."""
     owner = (f"DO $shoal_move$ BEGIN EXECUTE pg_catalog.format('ALTER {kind} %s OWNER TO %I', "
              f"{quote_literal(target.sql)}, (SELECT pg_catalog.pg_get_userbyid(relowner) "
