@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
@@ -30,8 +31,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+REVISION_ENV = "SHOAL_BENCH_REVISION"  # set for a staged copy of bench/, outside the checkout
+
+
 def git_revision() -> str | None:
     """The commit measured, marked when the working tree differs from it."""
+    if os.environ.get(REVISION_ENV):
+        return os.environ[REVISION_ENV]
     try:
         out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, check=True)

@@ -9,6 +9,7 @@ run's results.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import report
 from bench.systems import PORTS
 from shoal import osuser
 
@@ -46,8 +48,10 @@ def run(workdir: Path, results_dir: Path, quick: bool, seconds: int | None, clie
     if seconds is not None:
         argv += ["--seconds", str(seconds)]
     progress("transport: " + " ".join(argv[1:]))
+    # the staged copy is no git checkout: it reports the revision measured from here
+    env = {**os.environ, report.REVISION_ENV: report.git_revision() or ""}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/",
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, env=env)
     assert proc.stdout is not None
     where = None
     for line in proc.stdout:
