@@ -157,30 +157,41 @@ py_str(const char *s)
 	return shoal_cstring_to_py(s);
 }
 
+static PyObject *
+new_list(void)
+{
+	PyObject   *list = PyList_New(0);
+
+	if (list == NULL)
+		shoal_python_raise("describing a statement");
+	return list;
+}
+
+/* Append a new reference to list, which takes it (an ERROR if it cannot). */
+static void
+append_new(PyObject *list, PyObject *item)
+{
+	if (item == NULL || PyList_Append(list, item) < 0)
+	{
+		Py_XDECREF(item);
+		shoal_python_raise("describing a statement");
+	}
+	Py_DECREF(item);
+}
+
 /* OIDs of the relations named, skipping those that do not exist (PostgreSQL reports them). */
 static PyObject *
 relation_oids(List *rangevars)
 {
-	PyObject   *list = PyList_New(0);
+	PyObject   *list = new_list();
 	ListCell   *lc;
 
-	if (list == NULL)
-		shoal_python_raise("describing a statement");
 	foreach(lc, rangevars)
 	{
 		Oid			relid = RangeVarGetRelid(lfirst_node(RangeVar, lc), NoLock, true);
-		PyObject   *item;
 
-		if (!OidIsValid(relid))
-			continue;
-		item = PyLong_FromUnsignedLong(relid);
-		if (item == NULL || PyList_Append(list, item) < 0)
-		{
-			Py_XDECREF(item);
-			Py_DECREF(list);
-			shoal_python_raise("describing a statement");
-		}
-		Py_DECREF(item);
+		if (OidIsValid(relid))
+			append_new(list, PyLong_FromUnsignedLong(relid));
 	}
 	return list;
 }
@@ -215,23 +226,11 @@ alter_adds(AlterTableStmt *stmt, ConstrType kind1, ConstrType kind2, ConstrType 
 static PyObject *
 py_names(List *strings)
 {
-	PyObject   *list = PyList_New(0);
+	PyObject   *list = new_list();
 	ListCell   *lc;
 
-	if (list == NULL)
-		shoal_python_raise("describing a statement");
 	foreach(lc, strings)
-	{
-		PyObject   *item = py_str(strVal(lfirst(lc)));
-
-		if (PyList_Append(list, item) < 0)
-		{
-			Py_DECREF(item);
-			Py_DECREF(list);
-			shoal_python_raise("describing a statement");
-		}
-		Py_DECREF(item);
-	}
+		append_new(list, py_str(strVal(lfirst(lc))));
 	return list;
 }
 
@@ -266,24 +265,17 @@ append_foreign_key(PyObject *list, Constraint *con, const char *column)
 	dict_set(item, "deferrable", PyBool_FromLong(con->deferrable));
 	dict_set(item, "initially_deferred", PyBool_FromLong(con->initdeferred));
 	dict_set(item, "not_valid", PyBool_FromLong(con->skip_validation));
-	if (PyList_Append(list, item) < 0)
-	{
-		Py_DECREF(item);
-		shoal_python_raise("describing a statement");
-	}
-	Py_DECREF(item);
+	append_new(list, item);
 }
 
 /* The foreign keys of a CREATE TABLE, table and column constraints alike. */
 static PyObject *
 create_foreign_keys(CreateStmt *stmt)
 {
-	PyObject   *keys = PyList_New(0);
+	PyObject   *keys = new_list();
 	ListCell   *lc;
 	ListCell   *c;
 
-	if (keys == NULL)
-		shoal_python_raise("describing a statement");
 	foreach(lc, stmt->tableElts)
 	{
 		Node	   *element = lfirst(lc);
@@ -346,8 +338,8 @@ without_foreign_keys(List *elements)
 static void
 describe_constraint_changes(AlterTableStmt *stmt, PyObject *info)
 {
-	PyObject   *keys = PyList_New(0);
-	PyObject   *drops = PyList_New(0);
+	PyObject   *keys = new_list();
+	PyObject   *drops = new_list();
 	bool		only_keys = stmt->cmds != NIL;
 	bool		only_drops = stmt->cmds != NIL;
 	ListCell   *lc;
@@ -359,7 +351,6 @@ describe_constraint_changes(AlterTableStmt *stmt, PyObject *info)
 	{
 		AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
 		Constraint *con = (cmd->def && IsA(cmd->def, Constraint)) ? (Constraint *) cmd->def : NULL;
-		PyObject   *item;
 
 		if (cmd->subtype == AT_AddConstraint && con != NULL && con->contype == CONSTR_FOREIGN)
 		{
@@ -373,13 +364,7 @@ describe_constraint_changes(AlterTableStmt *stmt, PyObject *info)
 			only_drops = false;
 			continue;
 		}
-		item = Py_BuildValue("(sO)", cmd->name, cmd->missing_ok ? Py_True : Py_False);
-		if (item == NULL || PyList_Append(drops, item) < 0)
-		{
-			Py_XDECREF(item);
-			shoal_python_raise("describing a statement");
-		}
-		Py_DECREF(item);
+		append_new(drops, Py_BuildValue("(sO)", cmd->name, cmd->missing_ok ? Py_True : Py_False));
 	}
 	dict_set(info, "only_foreign_keys", PyBool_FromLong(only_keys));
 	dict_set(info, "only_dropped_constraints", PyBool_FromLong(only_drops));
