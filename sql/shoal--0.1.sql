@@ -117,7 +117,31 @@ CREATE VIEW partitions AS
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      ORDER BY p.relation::text, p.part;
 
-GRANT SELECT ON distributed, placement, tables, partitions TO PUBLIC;
+-- Foreign keys of shoal tables, as this node's partitions (or copy) hold them: a distributed
+-- table's are on its partitions, referencing the partitions of the same number (shown by their
+-- table).  A node that holds no partition of a distributed table shows none of its keys.
+CREATE VIEW foreign_keys AS
+    SELECT DISTINCT ON (d.relation::text, c.conname)
+           d.relation AS table_name, c.conname::text AS constraint_name,
+           ARRAY(SELECT a.attname::text FROM pg_catalog.unnest(c.conkey) WITH ORDINALITY k(n, i)
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n
+                  ORDER BY k.i) AS columns,
+           coalesce(r.inhparent, c.confrelid)::regclass AS referenced_table,
+           ARRAY(SELECT a.attname::text FROM pg_catalog.unnest(c.confkey) WITH ORDINALITY k(n, i)
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n
+                  ORDER BY k.i) AS referenced_columns,
+           CASE c.confupdtype WHEN 'a' THEN 'NO ACTION' WHEN 'r' THEN 'RESTRICT' WHEN 'c' THEN 'CASCADE'
+                WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END AS on_update,
+           CASE c.confdeltype WHEN 'a' THEN 'NO ACTION' WHEN 'r' THEN 'RESTRICT' WHEN 'c' THEN 'CASCADE'
+                WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END AS on_delete,
+           c.convalidated AS validated
+      FROM shoal.distributed d
+      JOIN pg_catalog.pg_constraint c ON c.contype = 'f' AND (c.conrelid = d.relation OR c.conrelid IN
+           (SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = d.relation))
+      LEFT JOIN pg_catalog.pg_inherits r ON r.inhrelid = c.confrelid
+     ORDER BY d.relation::text, c.conname;
+
+GRANT SELECT ON distributed, placement, tables, partitions, foreign_keys TO PUBLIC;
 
 -- A dropped table leaves the catalog with it, on whichever node drops it.
 CREATE FUNCTION _forget_dropped() RETURNS event_trigger

@@ -264,6 +264,10 @@ def test_foreign_keys_hold_on_every_node(nodes: list[Node]) -> None:
     sql(n1, "CREATE TABLE fk_colors (code text PRIMARY KEY) WITH (global)")
     with pytest.raises(psycopg.errors.ForeignKeyViolation):  # rows violate it: no partition has it
         sql(n1, "ALTER TABLE fk_orders ADD CONSTRAINT fk_bad FOREIGN KEY (item) REFERENCES fk_colors")
+    assert everywhere(nodes, "SELECT * FROM shoal.foreign_keys WHERE table_name::text LIKE 'fk_orders'") == [[
+        ("fk_orders", "fk_orders_item_fkey", ["item"], "fk_items", ["code"], "NO ACTION", "NO ACTION", True),
+        ("fk_orders", "fk_orders_user", ["uid"], "fk_users", ["id"], "NO ACTION", "CASCADE", True),
+    ]] * 3
     constraints = ("SELECT count(*) FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid "
                    "WHERE r.relname LIKE 'fk_orders%%' AND c.contype = 'f'")
     assert [r[0][0] for r in everywhere(nodes, constraints)] == [2, 2, 2]  # 2 keys x 1 local partition
