@@ -231,6 +231,7 @@ def test_a_node_that_joins_later_receives_every_shoal_table(cluster_dir: Path) -
     _sql(n1, "CREATE TABLE app.prod (code text PRIMARY KEY, price numeric) WITH (global)")
     _sql(n1, "INSERT INTO app.prod VALUES ('a', 1.5), ('b', 2.25)")
     _sql(n1, "GRANT SELECT ON app.prod TO PUBLIC")
+    _sql(n1, "CREATE TABLE app.prod_notes (code text REFERENCES app.prod, note text) WITH (global)")
     _sql(n1, "CREATE ROLE auditor")  # n2 has it too (role DDL is shared); n3 will receive it
     _sql(n1, "GRANT SELECT ON acc TO auditor")
     # made where role DDL is not shared (a database without shoal): n1 alone has it
@@ -247,7 +248,7 @@ def test_a_node_that_joins_later_receives_every_shoal_table(cluster_dir: Path) -
 
     steps: list[str] = []
     n3 = Cluster(cluster_dir).up(nodes=3, progress=steps.append)[2]
-    assert "created 2 shoal table(s) on n3" in steps, "; ".join(steps)
+    assert "created 3 shoal table(s) on n3" in steps, "; ".join(steps)
 
     assert _sql(n3, "SELECT count(*), sum(v) FROM acc") == [(100, 5050)]
     assert _sql(n3, "SELECT node, is_local FROM shoal.partitions ORDER BY part") == [
@@ -255,6 +256,10 @@ def test_a_node_that_joins_later_receives_every_shoal_table(cluster_dir: Path) -
     prod = "SELECT * FROM app.prod ORDER BY code"
     assert _sql(n3, prod) == _sql(n1, prod)
     assert _sql(n3, "SELECT has_table_privilege('public', 'app.prod', 'SELECT')") == [(True,)]
+    # a global copy's foreign key holds there too
+    assert _sql(n3, "SELECT constraint_name FROM shoal.foreign_keys") == [("prod_notes_code_fkey",)]
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        _sql(n3, "INSERT INTO app.prod_notes VALUES ('nope', 'x')")
     # the roles too, with their password (the same verifier), memberships and privileges
     assert _sql(n3, veteran) == _sql(n1, veteran) != []
     assert _sql(n3, settings) == _sql(n1, settings) == [

@@ -6,8 +6,9 @@ cluster (or a DBA after shoal.add_node on every node) calls shoal.sync_node on a
 which creates on the newcomer, in one transaction, each table it lacks: a distributed table's parent
 with every partition a foreign partition (partitions stay where they are; the newcomer holds none),
 a global table with a copy of its rows, their sequences (handing out the newcomer's own values),
-owner, privileges and catalog rows; and first the roles it lacks, since remote work runs as the role
-that asked for it.
+owner, privileges, catalog rows and a global copy's foreign keys (a distributed table's are its
+partitions', and the newcomer holds none); and first the roles it lacks, since remote work runs as
+the role that asked for it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections import defaultdict
 
 from shoal.errors import InvalidParameter, SqlError, UndefinedObject
 from shoal.fdw import backend
-from shoal.sharding import catalog, distribute, everywhere, tabledef
+from shoal.sharding import catalog, distribute, everywhere, foreign_keys, tabledef
 from shoal.sharding.catalog import NodeInfo, Relation, quote_ident, quote_literal
 
 
@@ -41,6 +42,7 @@ def sync_node(name: str) -> int:
                               "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"))
     servers_made: set[str] = set()
     synced = 0
+    keys: list[str] = []  # a global copy's foreign keys, once every table they reference is there
     for oid, kind in tables:
         rel = catalog.relation(oid)
         if (rel.schema, rel.name) in present:
@@ -50,9 +52,10 @@ def sync_node(name: str) -> int:
             statements += _distributed(rel, target, servers_made)
         else:
             statements += _global(rel, target)
+            keys += [add for _, add in foreign_keys.of_table(me, rel.sql)]
         statements += _owner_and_grants(rel, roles)
         synced += 1
-    everywhere.run({name: statements})
+    everywhere.run({name: statements + keys})
     return synced
 
 

@@ -72,9 +72,10 @@ def drop(info: dict[str, Any], child: ShoalTable) -> bool:
     return True
 
 
-def of_partition(node: str, table: str) -> list[tuple[str, str]]:
-    """The foreign keys of a partition (``table``, schema-qualified SQL) on ``node``, to take along
-    when it moves: (DROP, ADD) statement pairs, the ADD naming every table with its schema."""
+def of_table(node: str, table: str) -> list[tuple[str, str]]:
+    """The foreign keys of a partition or a global copy (``table``, schema-qualified SQL) on
+    ``node``, to make again on another node: (DROP, ADD) statement pairs, the ADD naming every
+    table with its schema (search paths differ)."""
     found = []
     for (row,) in everywhere.rows(node, _KEYS_SQL, [table]):
         key = json.loads(row)

@@ -46,7 +46,7 @@ def move_partition(partition_oid: int, node: str) -> int:
                     for n in catalog.nodes()})
     # the foreign keys between them (and to global tables) go along once all the rows are there
     keys = [key for rel, partition, _ in group
-            for key in foreign_keys.of_partition(source, Relation(0, rel.schema, partition, "r").sql)]
+            for key in foreign_keys.of_table(source, Relation(0, rel.schema, partition, "r").sql)]
     if keys:
         everywhere.run({source: [drop for drop, _ in keys]})
     moved = 0
