@@ -52,14 +52,14 @@ RECONNECT_S = 0.5
 RESOLVE_S = 10.0  # how often this node looks for prepared transactions left in doubt
 FIRST_RESOLVE_S = 2.0
 CLIENT_BLOCKS_KEPT = 32
+PURGE_EVERY = 6  # ... and, every so many times, forgets the decisions nobody needs any more
+IN, OUT = select.EPOLLIN, select.EPOLLOUT
 
 # kinds of message, as sets: every message passes some of these tests
 _JOBS = frozenset((Kind.QUERY, Kind.CONTROL))
 _REQUESTS = frozenset((Kind.QUERY, Kind.CONTROL, Kind.PING))  # followed in outbound until answered
 _ANSWERS = frozenset((Kind.DATA, Kind.DONE, Kind.ERROR, Kind.PONG))
 _LAST_ANSWERS = frozenset((Kind.DONE, Kind.ERROR, Kind.PONG))
-PURGE_EVERY = 6  # ... and, every so many times, forgets the decisions nobody needs any more
-IN, OUT = select.EPOLLIN, select.EPOLLOUT
 
 JobKey = tuple[str, bytes, int]  # (origin node, client routing id, request)
 
@@ -439,8 +439,7 @@ class Multiplexer:
         channel.stats.bytes_in += len(frame)
         messages = self._unpack(frame, f"node {channel.name}")
         channel.stats.msgs_in += len(messages)
-        outbound, client_out, latencies = self.outbound, self.client_out, channel.stats.latencies
-        name = channel.name
+        outbound, latencies, name = self.outbound, channel.stats.latencies, channel.name
         for msg in messages:
             kind = msg[0]
             if kind in _ANSWERS:
@@ -461,11 +460,7 @@ class Multiplexer:
                     msg[4] = None
                 msg[1] = name  # on to the backend, as from the node that answered
                 msg[2] = b""
-                out = client_out.get(client)
-                if out is None:
-                    client_out[client] = [msg]
-                else:
-                    out.append(msg)
+                self._to_client(client, msg)
             elif kind == Kind.PING:
                 msg[0] = Kind.PONG  # back as it came: to the same origin, client and request
                 msg[4] = None

@@ -17,8 +17,8 @@ from collections import defaultdict
 
 from shoal.errors import InvalidParameter, SqlError, UndefinedObject
 from shoal.fdw import backend
-from shoal.sharding import catalog, distribute, everywhere, foreign_keys, tabledef
-from shoal.sharding.catalog import NodeInfo, Relation, quote_ident, quote_literal
+from shoal.sharding import catalog, distribute, everywhere, foreign_keys, roles, tabledef
+from shoal.sharding.catalog import NodeInfo, Relation, quote_ident
 
 
 def sync_node(name: str) -> int:
@@ -30,8 +30,8 @@ def sync_node(name: str) -> int:
     if target is None:
         raise UndefinedObject(f'node "{name}" does not exist',
                               hint="Register it on every node first, with shoal.add_node().")
-    roles = {row[0] for row in everywhere.rows(name, "SELECT rolname::text FROM pg_catalog.pg_roles")}
-    statements: list = _roles(roles)
+    theirs = {row[0] for row in everywhere.rows(name, "SELECT rolname::text FROM pg_catalog.pg_roles")}
+    statements: list = roles.missing(theirs)
     tables = backend.query("SELECT relation::oid, kind FROM shoal.distributed ORDER BY relation::oid")
     if not tables:
         everywhere.run({name: statements})
@@ -53,7 +53,7 @@ def sync_node(name: str) -> int:
         else:
             statements += _global(rel, target)
             keys += [add for _, add in foreign_keys.of_table(me, rel.sql)]
-        statements += _owner_and_grants(rel, roles)
+        statements += _owner_and_grants(rel, theirs)
         synced += 1
     everywhere.run({name: statements + keys})
     return synced
@@ -105,108 +105,14 @@ def _global(rel: Relation, target: NodeInfo) -> list:
             *distribute.ship_triggers(rel), *distribute.catalog_rows(rel)]
 
 
-def _roles(present: set[str]) -> list[str]:
-    """Statements that create on the node the roles this node has and it lacks (added to
-    ``present``): their attributes, password, settings and memberships.  Role DDL reaches every
-    node (shoal.sharding.ddl), so only roles made before the node joined, or where role DDL is not
-    shared (a database without shoal), are missing."""
-    rows = backend.query(
-        "SELECT rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, "
-        "rolreplication, rolbypassrls, rolconnlimit, rolpassword, "
-        "CASE WHEN rolvaliduntil IS NULL THEN NULL WHEN rolvaliduntil = 'infinity' THEN 'infinity' "
-        "ELSE pg_catalog.to_char(rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') END "
-        "FROM pg_catalog.pg_authid WHERE rolname !~ '^pg_' ORDER BY oid")
-    statements = []
-    created = set()
-    for name, superuser, inherit, createrole, createdb, login, replication, bypassrls, limit, \
-            password, valid_until in rows:
-        if name in present:
-            continue
-        flags = [("SUPERUSER", superuser), ("INHERIT", inherit), ("CREATEROLE", createrole),
-                 ("CREATEDB", createdb), ("LOGIN", login), ("REPLICATION", replication),
-                 ("BYPASSRLS", bypassrls)]
-        sql = f"CREATE ROLE {quote_ident(name)} WITH " + " ".join(
-            flag if on else f"NO{flag}" for flag, on in flags) + f" CONNECTION LIMIT {int(limit)}"
-        if password is not None:  # the hashed verifier: PostgreSQL stores it as it is
-            sql += f" PASSWORD {quote_literal(password)}"
-        if valid_until is not None:
-            sql += f" VALID UNTIL {quote_literal(valid_until)}"
-        statements.append(sql)
-        created.add(name)
-    present |= created
-    statements += _role_settings(created)
-    members = backend.query(
-        "SELECT r.rolname::text, m.rolname::text, a.admin_option FROM pg_catalog.pg_auth_members a "
-        "JOIN pg_catalog.pg_roles r ON r.oid = a.roleid JOIN pg_catalog.pg_roles m ON m.oid = a.member "
-        "ORDER BY a.roleid, a.member")
-    for role, member, admin in members:
-        if (role in created or member in created) and role in present and member in present:
-            option = " WITH ADMIN OPTION" if admin else ""
-            statements.append(f"GRANT {quote_ident(role)} TO {quote_ident(member)}{option}")
-    return statements
-
-
-# settings whose value is a list PostgreSQL quotes itself (pg_dump keeps the same list)
-_LIST_SETTINGS = frozenset(("local_preload_libraries", "search_path", "session_preload_libraries",
-                            "shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"))
-
-
-def _role_settings(roles: set[str]) -> list[str]:
-    """ALTER ROLE ... SET for the settings of ``roles``, for every database or one by name."""
-    if not roles:
-        return []
-    rows = backend.query(
-        "SELECT r.rolname::text, d.datname::text, s.setconfig FROM pg_catalog.pg_db_role_setting s "
-        "JOIN pg_catalog.pg_roles r ON r.oid = s.setrole "
-        "LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase ORDER BY r.oid, s.setdatabase")
-    statements = []
-    for role, database, settings in rows:
-        if role not in roles:
-            continue
-        scope = f" IN DATABASE {quote_ident(database)}" if database is not None else ""
-        for setting in settings:
-            name, _, value = setting.partition("=")
-            items = _split_list(value) if name in _LIST_SETTINGS else [value]
-            statements.append(f"ALTER ROLE {quote_ident(role)}{scope} SET {quote_ident(name)} TO "
-                              + ", ".join(quote_literal(item) for item in items))
-    return statements
-
-
-def _split_list(value: str) -> list[str]:
-    """The items of a list setting as PostgreSQL prints it: comma-separated, double-quoted where
-    needed (a doubled quote inside)."""
-    items: list[str] = []
-    item, quoted, pos = "", False, 0
-    while pos < len(value):
-        char = value[pos]
-        if quoted:
-            if char == '"' and value[pos + 1:pos + 2] == '"':
-                item += '"'
-                pos += 1
-            elif char == '"':
-                quoted = False
-            else:
-                item += char
-        elif char == '"':
-            quoted = True
-        elif char == ",":
-            items.append(item)
-            item = ""
-        elif not char.isspace():
-            item += char
-        pos += 1
-    items.append(item)
-    return items
-
-
-def _owner_and_grants(rel: Relation, roles: set[str]) -> list[str]:
+def _owner_and_grants(rel: Relation, present: set[str]) -> list[str]:
     """The table's owner (its partitions' and sequences' too) and privileges, as this node has them;
     roles the node lacks are left out with a warning."""
     owner = backend.query("SELECT pg_catalog.pg_get_userbyid(relowner)::text FROM pg_catalog.pg_class "
                           "WHERE oid = $1::oid", rel.oid)[0][0]
     statements: list[str] = []
     missing: set[str] = set()
-    if owner in roles:
+    if owner in present:
         # ALTER TABLE ... OWNER takes the owned sequences along, not the partitions
         statements.append(f"ALTER TABLE {rel.sql} OWNER TO {quote_ident(owner)}")
         statements += [
@@ -215,7 +121,7 @@ def _owner_and_grants(rel: Relation, roles: set[str]) -> list[str]:
     else:
         missing.add(owner)
     for grant in catalog.grants(rel.sql):
-        if grant.role is not None and grant.role not in roles:
+        if grant.role is not None and grant.role not in present:
             missing.add(grant.role)
         else:
             statements.append(grant.grant_sql(rel.sql))

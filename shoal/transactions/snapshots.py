@@ -20,11 +20,12 @@ if one is held, give all of theirs back and start over.  So the gates cannot dea
 
 What takes a cut (extension/snapshot.c decides, this module takes it):
 
-- a top-level SELECT in READ COMMITTED that reads two nodes or more (after pruning), or one other
-  node more than once (two scans of it, or a scan in a nested loop's inner side or a subplan, which
-  sends a request per run): its snapshot here is refreshed under the gate, and on each other node
-  one transaction block holds the snapshot for the statement's remote reads (read-only, REPEATABLE
-  READ, ended with the statement);
+- a SELECT in READ COMMITTED with a snapshot of its own (a client's, or one of a VOLATILE function
+  or a DO block) that reads two nodes or more (after pruning), or one other node more than once
+  (two scans of it, or a scan in a nested loop's inner side or a subplan, which sends a request per
+  run): its snapshot here is refreshed under the gate, and on each other node one transaction block
+  holds the snapshot for the statement's remote reads (read-only, REPEATABLE READ, ended with the
+  statement);
 - the first statement of a REPEATABLE READ transaction that reads shoal tables: the cut then spans
   every node, and its blocks become the transaction's own, so every later statement, on any node,
   reads the same cut (and its writes go into those blocks).
