@@ -24,6 +24,7 @@ from shoal.transactions import indoubt
 log = logging.getLogger("shoal.worker")
 
 POLL_MS = 200
+_BLOCK_OPS = frozenset(("commit", "prepare", "savepoint", "release", "rollback_to"))
 
 
 class Cancelled(Exception):
@@ -32,6 +33,12 @@ class Cancelled(Exception):
 
 class FailedBlock(Exception):
     """COMMIT or PREPARE of a block that had failed: PostgreSQL rolled it back instead."""
+
+
+class LostBlock(Exception):
+    """A job of a transaction whose block here is gone: its worker died, or this node rolled it
+    back when the channel to the transaction's node went down.  Run outside a block, a write
+    would commit on its own and a read would take a snapshot of its own."""
 
 
 class MultiplexerGone(Exception):
@@ -84,6 +91,11 @@ class JobRunner:
             reply = [Kind.ERROR, _job_error(exc, self.pg)]
         except Cancelled:
             reply = [Kind.ERROR, protocol.encode_error("57014", "canceling statement due to user request")]
+        except LostBlock:
+            reply = [Kind.ERROR, protocol.encode_error(
+                "40000", f"the transaction's work on node \"{self.pg.setting('shoal.node_name') or ''}\" "
+                "was lost and rolled back (the worker holding it ended, or the nodes lost touch)",
+                hint="Retry the transaction.")]
         except FailedBlock:
             reply = [Kind.ERROR, protocol.encode_error(
                 "40000", "the remote transaction had failed and was rolled back",
@@ -106,9 +118,12 @@ class JobRunner:
     def _run(self, job: dict) -> tuple[str, int]:
         op = job["op"]
         pg = self.pg
-        # a transaction's first job here opens its block (and savepoints) on the way
+        # a transaction's first job here opens its block (and savepoints) on the way; its later
+        # jobs say they expect it (in_block), as do the ops that only make sense in one
         if "begin" in job:
             pg.begin(job["begin"], False)
+        elif (job.get("in_block") or op in _BLOCK_OPS) and not pg.in_block():
+            raise LostBlock()
         for name in job.get("savepoints", ()):
             pg.savepoint(name)
         if op == "execute":

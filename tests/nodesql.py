@@ -44,3 +44,10 @@ def local_ids(node: Node, table: str = "acct") -> list[int]:
     return [r[0] for r in sql(node, f"SELECT id FROM {table} t JOIN shoal.partitions p "
                                     "ON p.partition_name::regclass = t.tableoid "
                                     "WHERE p.is_local ORDER BY id")]
+
+
+def end_workers_in_blocks(node: Node) -> int:
+    """Terminate the shoal workers of ``node`` that hold a transaction block (its multiplexer
+    starts others); how many there were."""
+    return len(sql(node, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type "
+                         "= 'shoal worker' AND state ~ '^idle in transaction'"))

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from nodesql import local_ids, running_cluster, sql
+from nodesql import end_workers_in_blocks, local_ids, running_cluster, sql
 
 from shoal.cluster import Node
 
@@ -128,6 +128,20 @@ def test_repeatable_read_keeps_one_cut_on_every_node(nodes: list[Node]) -> None:
         assert reader.execute("SELECT sum(balance), count(*) FROM acct").fetchone() == (TOTAL, 60)
         reader.commit()
         assert reader.execute("SELECT sum(balance) FROM acct").fetchone()[0] == TOTAL - 100 + 5
+
+
+def test_repeatable_read_that_lost_its_cut_on_a_node_fails(nodes: list[Node]) -> None:
+    """The worker holding the transaction's cut on n3 ends: a later read there fails rather
+    than read a snapshot of its own."""
+    n1, _, n3 = nodes
+    on_n3 = local_ids(n3)[0]
+    with psycopg.connect(n1.conninfo) as reader:
+        reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        assert reader.execute("SELECT sum(balance) FROM acct").fetchone()[0] == TOTAL
+        sql(n1, "UPDATE acct SET balance = 0 WHERE id = %s", (on_n3,))
+        assert end_workers_in_blocks(n3) == 1
+        with pytest.raises(psycopg.errors.TransactionRollback, match='work on node "n3" was lost'):
+            reader.execute("SELECT balance FROM acct WHERE id = %s", (on_n3,))
 
 
 def test_cut_blocks_end_with_their_statements(nodes: list[Node]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from nodesql import local_ids, running_cluster, sql
+from nodesql import end_workers_in_blocks, local_ids, running_cluster, sql
 
 from shoal.cluster import Cluster, Node
 from shoal.pgbin import pg_bin
@@ -173,6 +173,28 @@ def test_two_phase_commit_can_be_turned_off_for_measurements(nodes: list[Node]) 
     n1, n2, _ = nodes
     sql(n1, TRANSFER, shoal__two_phase_commit="off")
     assert total(n2) == 6000 + 580
+    assert all(not prepared(n) for n in nodes)
+
+
+def test_a_transaction_whose_remote_work_was_lost_cannot_go_on(nodes: list[Node]) -> None:
+    """Once the worker holding its block on n2 is gone, the transaction's next statement there
+    fails: run outside a block it would commit on its own, and the transaction's rollback could
+    not undo it (money from nowhere)."""
+    n1, n2, _ = nodes
+    on_n2 = local_ids(n2)
+    with psycopg.connect(n1.conninfo) as conn:
+        conn.execute("UPDATE acct SET balance = balance - 10 WHERE id = %s", (on_n2[0],))
+        assert end_workers_in_blocks(n2) == 1
+        with pytest.raises(psycopg.errors.TransactionRollback, match='work on node "n2" was lost'):
+            conn.execute("UPDATE acct SET balance = balance + 1000 WHERE id = %s", (on_n2[1],))
+        conn.rollback()
+        # a transaction whose only statement there was its last one fails at COMMIT instead
+        conn.execute("UPDATE acct SET balance = balance + 1000 WHERE id = %s", (on_n2[1],))
+        conn.execute("UPDATE acct SET balance = balance + 1000 WHERE id = %s", (local_ids(n1)[0],))
+        assert end_workers_in_blocks(n2) == 1
+        with pytest.raises(psycopg.errors.TransactionRollback, match="was lost"):
+            conn.commit()
+    assert total(n2) == 6000
     assert all(not prepared(n) for n in nodes)
 
 

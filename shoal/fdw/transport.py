@@ -118,6 +118,8 @@ def run(node: str, sql: str, types: list[int], params: list[str | None], write: 
         key = xact.key
     elif cut := backend.current_cut():
         key = snapshots.block(cut, node)  # the statement reads one cut: in its block on that node
+        if key is not None:
+            extra["in_block"] = True
     job = encode_job("execute", sql=sql, types=types, params=params, binary=False,
                      role=backend.current_role(), **extra)
     return client.request(node, job, key)
@@ -175,8 +177,10 @@ def _slots() -> int:
 def _enter(xact: _LocalTransaction, node: str) -> dict[str, Any]:
     """The fields that open the block on ``node`` and the savepoints the local transaction has
     now, for the job about to go there: they travel with it, one message and one answer."""
-    fields: dict[str, Any] = {}
     depth = xact.depth.get(node, 0)
+    # a job for a block that is already open says so: should the block have been lost on the
+    # way (its worker died), the job fails there rather than run outside any transaction
+    fields: dict[str, Any] = {} if depth == 0 else {"in_block": True}
     if depth == 0:
         # the block has the local transaction's level: in READ COMMITTED each statement there
         # takes a new snapshot, and an UPDATE that meets a row changed since re-checks the newest
