@@ -49,10 +49,12 @@ LOCK_RETRY_S = 0.0005  # while a backend writes a frame into a channel we want t
 REFRESH_NODES_S = 5.0
 LIVENESS_S = 1.0
 RECONNECT_S = 0.5
-RESOLVE_S = 10.0  # how often this node looks for prepared transactions left in doubt
-FIRST_RESOLVE_S = 2.0
+# how often this node looks for prepared transactions left in doubt (consistent reads of this node
+# wait for them), and how old one must be to count, unless it was prepared before a restart
+RESOLVE_S = 2.0
+IN_DOUBT_AFTER_S = 10.0
 CLIENT_BLOCKS_KEPT = 32
-PURGE_EVERY = 6  # ... and, every so many times, forgets the decisions nobody needs any more
+PURGE_EVERY = 30  # ... and, every so many times, forgets the decisions nobody needs any more
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
 
 # kinds of message, as sets: every message passes some of these tests
@@ -116,7 +118,7 @@ class Multiplexer:
         self._next_liveness = 0.0
         self._next_heartbeat = 0.0
         # soon after a (re)start, which is when a crash may have left prepared parts here
-        self._next_resolve = time.monotonic() + FIRST_RESOLVE_S
+        self._next_resolve = time.monotonic() + RESOLVE_S
         self._resolves = 0
         self._epochs = 0  # channels lent so far (each lent link gets the next number)
         self._pings = 0
@@ -640,7 +642,7 @@ class Multiplexer:
         (after a crash, or a lost COMMIT PREPARED); nobody waits for the answer."""
         self._resolves += 1
         self._serve([Kind.CONTROL, self.me, b"", -self._resolves, None,
-                     protocol.encode_job("resolve", min_age_s=RESOLVE_S,
+                     protocol.encode_job("resolve", min_age_s=IN_DOUBT_AFTER_S,
                                          purge=self._resolves % PURGE_EVERY == 0)])
 
     def _channel(self, node: str) -> Channel | None:

@@ -186,19 +186,24 @@ class JobRunner:
 
     def _cut(self, job: dict) -> tuple[str, int]:
         """Open a block whose snapshot is taken under this node's gate (read mode), and keep the
-        gate until release_gate; BUSY (and no block) if a distributed commit holds it."""
+        gate until release_gate.  No block, and BUSY, if a distributed commit holds the gate;
+        IN_DOUBT if a transaction prepared here lost its hold on it (it is settled soon)."""
         pg = self.pg
         pg.begin(job.get("isolation", "repeatable read"), job.get("read_only", False))
         if not pg.gate(False, False, True):
             pg.rollback()
             return "BUSY", 0
         self.gate = False
-        try:
-            pg.execute("SELECT 1", [], [], False, None, _discard)  # the block's snapshot, now
+        try:  # the block's snapshot is taken now, by this statement
+            _, in_doubt = pg.execute(indoubt.PREPARED_HERE_SQL, [], [], False, None, _discard)
         except BaseException:
             self._release_gate()
             pg.rollback()
             raise
+        if in_doubt:
+            self._release_gate()
+            pg.rollback()
+            return "IN_DOUBT", 0
         return "CUT", 0
 
     def _release_gate(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,7 +48,9 @@ def local_ids(node: Node, table: str = "acct") -> list[int]:
 
 
 def end_workers_in_blocks(node: Node) -> int:
-    """Terminate the shoal workers of ``node`` that hold a transaction block (its multiplexer
-    starts others); how many there were."""
-    return len(sql(node, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type "
-                         "= 'shoal worker' AND state ~ '^idle in transaction'"))
+    """Terminate the shoal workers of ``node`` that hold a transaction block, and wait for them to
+    exit (its multiplexer starts others); how many there were."""
+    ended = sql(node, "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE backend_type "
+                      "= 'shoal worker' AND state ~ '^idle in transaction'")
+    time.sleep(0.3)  # for the multiplexer to see them go
+    return len(ended)

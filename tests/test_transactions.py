@@ -165,8 +165,22 @@ def test_participant_killed_after_prepare_commits_when_back(cluster: Cluster, no
     assert result == ["committed"]  # the decision was taken; n3 missed only the second phase
     assert sql(n2, "SELECT count(*) FROM pg_prepared_xacts")[0][0] == 0
     cluster.up()
+    # n3's part lost its hold on n3's gate with the restart: until n3 settles it, a read of
+    # every node waits, rather than see the transfer on n1 and n2 and not on n3
+    assert first_total(n2) == 6000 + 580
     wait_for(lambda: not prepared(n3), "n3 to settle its prepared part by itself", timeout=40)
     assert total(n1) == 6000 + 580
+
+
+def first_total(node: Node) -> int:
+    """The first total that ``node`` can read while the cluster comes back."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return total(node)
+        except psycopg.OperationalError:
+            assert time.monotonic() < deadline, "the cluster did not come back"
+            time.sleep(0.1)
 
 
 def test_two_phase_commit_can_be_turned_off_for_measurements(nodes: list[Node]) -> None:

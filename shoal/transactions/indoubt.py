@@ -65,9 +65,17 @@ class InDoubt:
 
 
 _PREPARED_SQL = (
-    "SELECT gid, prepared::text, extract(epoch FROM now() - prepared)::text "
+    "SELECT gid, prepared::text, extract(epoch FROM now() - prepared)::text, "
+    "(prepared < pg_catalog.pg_postmaster_start_time())::text "
     "FROM pg_catalog.pg_prepared_xacts "
     "WHERE database = pg_catalog.current_database() AND gid LIKE 'shoal:%' ORDER BY prepared"
+)
+# Is a shoal transaction prepared here?  Asked while holding the gate in read mode, when the ones
+# in their second phase hold it in write mode: any found then has lost its holder (a restart, a
+# worker that died, a coordinator out of touch), and is in doubt until settled.
+PREPARED_HERE_SQL = (
+    "SELECT FROM pg_catalog.pg_prepared_xact() p JOIN pg_catalog.pg_database d ON d.oid = p.dbid "
+    "WHERE d.datname = pg_catalog.current_database() AND pg_catalog.starts_with(p.gid, 'shoal:') LIMIT 1"
 )
 # pg_xact_status raises for an id this node has not handed out (lost in a crash): not running
 _DECISION_SQL = """
@@ -108,12 +116,13 @@ def _decision(pg: Any, me: str, name: str, coordinator: str, full_xid: int) -> s
 
 def survey(pg: Any, settle: bool, min_age_s: float = 0.0) -> list[InDoubt]:
     """This node's shoal prepared transactions with their coordinators' decisions; with
-    ``settle``, those decided (and older than ``min_age_s``) are committed or rolled back."""
+    ``settle``, those decided are committed or rolled back.  Those younger than ``min_age_s`` are
+    left out, unless prepared before this server started (no second phase is on its way then)."""
     me = pg.setting("shoal.node_name") or ""
     found = []
-    for name, prepared_at, age in _query(pg, _PREPARED_SQL):
+    for name, prepared_at, age, before_start in _query(pg, _PREPARED_SQL):
         parsed = parse_gid(name)
-        if parsed is None or float(age) < min_age_s:
+        if parsed is None or (float(age) < min_age_s and before_start != "true"):
             continue
         entry = InDoubt(name, parsed[0], parsed[1], prepared_at, float(age))
         entry.decision = _decision(pg, me, name, entry.coordinator, entry.full_xid)

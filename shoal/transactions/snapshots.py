@@ -15,6 +15,11 @@ committed on each node before giving that node's gate up (so each snapshot, take
 comes after T's commit there), or decides later (so its commits come after every snapshot).  Either
 way the reader sees all of T or none of it.
 
+A prepared part can lose its hold on the gate before its commit there: its node restarts, the
+worker holding it dies, or the node loses touch with the coordinator and gives it up.  So a reader
+holding a gate also looks for shoal transactions prepared on that node; one found is in doubt, and
+counts as a busy gate until the node settles it (shoal.transactions.indoubt).
+
 Writers may wait for a gate while holding others; readers never do: they *try* every gate and,
 if one is held, give all of theirs back and start over.  So the gates cannot deadlock.
 
@@ -47,6 +52,7 @@ from shoal.fdw import backend, transport
 from shoal.multiplexer import client as mux
 from shoal.multiplexer.client import RemoteError, Stream
 from shoal.multiplexer.protocol import encode_job
+from shoal.transactions import indoubt
 
 GATE_PATIENCE = 5  # times shoal.deadlock_timeout
 FIRST_BACKOFF_S = 0.0005
@@ -118,17 +124,28 @@ def _take(blocks: dict[str, str], local: bool, read_only: bool) -> None:
     """Hold every gate at once, taking the snapshots meanwhile; start over while one is busy."""
     deadline = time.monotonic() + _timeout_s()
     delay = FIRST_BACKOFF_S
-    while not _try(blocks, local, read_only):
+    in_doubt: set[str] = set()
+    while not _try(blocks, local, read_only, in_doubt):
         if time.monotonic() > deadline:
-            raise RemoteError(
-                "40001", "could not take a consistent snapshot across nodes: distributed commits "
-                f"kept a node's gate busy for {_timeout_s():g} s (5 x shoal.deadlock_timeout)",
-                hint="Retry the statement.")
+            raise _gave_up(in_doubt)
         backend.wait(timeout=delay)
         delay = min(delay * 2, MAX_BACKOFF_S)
 
 
-def _try(blocks: dict[str, str], local: bool, read_only: bool) -> bool:
+def _gave_up(in_doubt: set[str]) -> RemoteError:
+    if in_doubt:
+        return RemoteError(
+            "40001", "could not take a consistent snapshot across nodes: node "
+            f"{', '.join(sorted(in_doubt))} holds a prepared transaction left in doubt",
+            hint="It is settled once its coordinator answers (see shoal.in_doubt); retry then.")
+    return RemoteError(
+        "40001", "could not take a consistent snapshot across nodes: distributed commits "
+        f"kept a node's gate busy for {_timeout_s():g} s (5 x shoal.deadlock_timeout)",
+        hint="Retry the statement.")
+
+
+def _try(blocks: dict[str, str], local: bool, read_only: bool, in_doubt: set[str]) -> bool:
+    """One attempt; the nodes found holding transactions in doubt go into ``in_doubt``."""
     client = mux.connect()
     job = encode_job("cut", isolation="repeatable read", read_only=read_only)
     streams: dict[str, Stream] = {node: client.request(node, job, key) for node, key in blocks.items()}
@@ -137,16 +154,27 @@ def _try(blocks: dict[str, str], local: bool, read_only: bool) -> bool:
     error: RemoteError | None = None
     for node, stream in streams.items():
         try:
-            if stream.wait()[0] == "CUT":
-                held.append(node)
-            else:
-                busy = True
+            answer = stream.wait()[0]
         except RemoteError as exc:
             error = error or exc
-    if not busy and error is None and (not local or backend.gate(False, False, False)):
-        if local:  # every gate is held at this instant: the cut
+            continue
+        if answer == "CUT":
+            held.append(node)
+        else:
+            busy = True
+            if answer == "IN_DOUBT":
+                in_doubt.add(node)
+    if not busy and error is None and local:
+        if not backend.gate(False, False, False):
+            busy = True
+        elif backend.query(indoubt.PREPARED_HERE_SQL):
+            busy = True
+            in_doubt.add(backend.setting("shoal.node_name") or "")
+            backend.gate_release(False, False)
+        else:  # every gate is held at this instant: the cut
             backend.refresh_snapshot()
             backend.gate_release(False, False)
+    if not busy and error is None:
         for node in held:
             client.request(node, encode_job("release_gate"), blocks[node], control=True).forget()
         return True
