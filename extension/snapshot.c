@@ -18,7 +18,8 @@
  * the executor starts (so that initial pruning has happened); the cut is
  * taken if two nodes or more are read, or one other node more than once
  * (two scans of it, or a scan that runs again: in a nested loop's inner
- * side or a subplan), and then the scans start.
+ * side or a subplan), and then the scans start.  The first statement of a
+ * REPEATABLE READ transaction takes one whatever it reads.
  *-------------------------------------------------------------------------
  */
 #include "shoal.h"
@@ -32,6 +33,7 @@
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "catalog/partition.h"
+#include "commands/extension.h"
 #include "optimizer/planner.h"
 #include "tcop/pquery.h"
 #include "tcop/utility.h"
@@ -198,23 +200,6 @@ reads_locally_walker(PlanState *ps, void *context)
 	return planstate_tree_walker(ps, reads_locally_walker, context);
 }
 
-/* Does the plan read a local partition of a distributed table? */
-static bool
-reads_shoal_partition_walker(PlanState *ps, void *context)
-{
-	if (ps == NULL)
-		return false;
-	if (is_local_scan(ps))
-	{
-		Relation	rel = ((ScanState *) ps)->ss_currentRelation;
-
-		if (rel != NULL && rel->rd_rel->relispartition &&
-			shoal_has_foreign_partitions(get_partition_parent(RelationGetRelid(rel), false)))
-			return true;
-	}
-	return planstate_tree_walker(ps, reads_shoal_partition_walker, context);
-}
-
 /* Is there a foreign scan in ps's subtree? */
 static bool
 has_foreign_scan_walker(PlanState *ps, void *context)
@@ -249,14 +234,21 @@ rescans_foreign_walker(PlanState *ps, void *context)
 	return planstate_tree_walker(ps, rescans_foreign_walker, context);
 }
 
+/* Will the statement run on the active snapshot, which a cut may refresh? */
+static bool
+runs_on_active_snapshot(QueryDesc *qd, int eflags)
+{
+	return !(eflags & EXEC_FLAG_EXPLAIN_ONLY) &&
+		qd->snapshot != NULL && ActiveSnapshotSet() && qd->snapshot == GetActiveSnapshot() &&
+		!IsolationIsSerializable();
+}
+
 static bool
 is_top_level_select(QueryDesc *qd, int eflags)
 {
 	return qd->operation == CMD_SELECT &&
 		qd->plannedstmt->rowMarks == NIL &&
-		!(eflags & EXEC_FLAG_EXPLAIN_ONLY) &&
-		qd->snapshot != NULL && ActiveSnapshotSet() && qd->snapshot == GetActiveSnapshot() &&
-		!IsolationIsSerializable();
+		runs_on_active_snapshot(qd, eflags);
 }
 
 /* Is this the statement that took the REPEATABLE READ transaction's snapshot? */
@@ -269,6 +261,23 @@ first_of_repeatable_read(void)
 		return false;
 	rr_decided_lxid = MyProc->lxid;
 	return true;
+}
+
+/*
+ * Does the statement fix a REPEATABLE READ transaction's snapshot in a
+ * database of a shoal cluster?  Whatever it reads, its snapshot becomes the
+ * transaction's, which later statements read on every node: so it is a cut.
+ * A nested statement that comes first (in a function or DO block) has read
+ * with the snapshot before the statement around it could refresh it: that
+ * transaction gets no cut.
+ */
+static bool
+takes_transaction_cut(QueryDesc *qd, int eflags)
+{
+	if (deferring || shoal_in_bgworker || !first_of_repeatable_read())
+		return false;
+	return nesting == 0 && no_cuts == 0 && shoal_consistent_snapshots &&
+		runs_on_active_snapshot(qd, eflags) && OidIsValid(get_extension_oid("shoal", true));
 }
 
 /* Ask shoal.transactions.snapshots for a cut; returns its id, 0 for none. */
@@ -313,13 +322,13 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 	bool		whole_transaction;
 	int			cut = 0;
 	ListCell   *lc;
-	bool		first_rr;
 
 	/* workers run other nodes' statements, inside the snapshots those nodes chose */
-	first_rr = nesting == 0 && !deferring && !shoal_in_bgworker && first_of_repeatable_read();
-	if (!shoal_consistent_snapshots || no_cuts > 0 || deferring || shoal_in_bgworker ||
-		(nesting > 0 && list_member_ptr(running_snapshots, qd->snapshot)) ||
-		!is_top_level_select(qd, eflags) || (!shoal_python_started() && !first_rr))
+	whole_transaction = takes_transaction_cut(qd, eflags);
+	if (!whole_transaction &&
+		(!shoal_consistent_snapshots || no_cuts > 0 || deferring || shoal_in_bgworker ||
+		 (nesting > 0 && list_member_ptr(running_snapshots, qd->snapshot)) ||
+		 !is_top_level_select(qd, eflags) || !shoal_python_started()))
 	{
 		if (prev_executor_start)
 			prev_executor_start(qd, eflags);
@@ -348,14 +357,12 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 	PG_END_TRY();
 
 	reads_locally = reads_locally_walker(qd->planstate, NULL);
-	whole_transaction = first_rr &&
-		(scans != NIL || reads_shoal_partition_walker(qd->planstate, NULL));
 	if (whole_transaction)
 		shoal_python_ensure();
 	/*
 	 * A REPEATABLE READ transaction keeps the snapshot of its first
-	 * statement, cut or not.  In READ COMMITTED, a statement needs one when
-	 * it reads two nodes or more, or one other node more than once.
+	 * statement.  In READ COMMITTED, a statement needs one when it reads two
+	 * nodes or more, or one other node more than once.
 	 */
 	if (whole_transaction ||
 		(!IsolationUsesXactSnapshot() &&

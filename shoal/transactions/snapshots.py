@@ -31,14 +31,15 @@ What takes a cut (extension/snapshot.c decides, this module takes it):
   run): its snapshot here is refreshed under the gate, and on each other node one transaction block
   holds the snapshot for the statement's remote reads (read-only, REPEATABLE READ, ended with the
   statement);
-- the first statement of a REPEATABLE READ transaction that reads shoal tables: the cut then spans
-  every node, and its blocks become the transaction's own, so every later statement, on any node,
-  reads the same cut (and its writes go into those blocks).
+- the first statement of a REPEATABLE READ transaction, whatever it reads or writes (its snapshot
+  is the transaction's, which later statements read on every node): the cut then spans every
+  node, and its blocks become the transaction's own, so every later statement, on any node, reads
+  the same cut (and its writes go into those blocks).
 
 Not covered, and documented: reads inside a transaction that has already written on other nodes
 (they read in that transaction's blocks), SERIALIZABLE, statements that run on their caller's
 snapshot (in STABLE functions; those of VOLATILE functions and DO blocks are statements of their own),
-and a REPEATABLE READ transaction whose first statement does not read shoal tables.
+and a REPEATABLE READ transaction whose first statement runs in a function or DO block.
 """
 
 from __future__ import annotations
