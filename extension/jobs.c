@@ -44,6 +44,7 @@
 #include "parser/parser.h"
 #include "pgstat.h"
 #include "port/pg_bswap.h"
+#include "storage/proc.h"
 #include "tcop/cmdtag.h"
 #include "tcop/dest.h"
 #include "tcop/tcopprot.h"
@@ -182,6 +183,7 @@ typedef struct JobCall
 	int			chunk_bytes;
 	uint64		max_rows;
 	bool		cache;
+	bool		held_snapshot;	/* run on the snapshot hold_snapshot() took */
 
 	/* results */
 	char		tag[64];
@@ -193,6 +195,31 @@ typedef struct JobCall
 	int			save_sec_context;
 	JobDest    *dest;
 } JobCall;
+
+/* ---------------------------------------------------------------------
+ * A snapshot held in a READ COMMITTED block for one statement of the asking
+ * node that reads a cut (shoal.transactions.snapshots): taken while the
+ * worker holds this node's gate, it serves that statement's reads here,
+ * which would otherwise each take a snapshot of their own.
+ * ---------------------------------------------------------------------
+ */
+static Snapshot held_snapshot = NULL;
+static LocalTransactionId held_lxid = InvalidLocalTransactionId;
+
+static bool
+snapshot_is_held(void)
+{
+	return held_snapshot != NULL && held_lxid == MyProc->lxid;
+}
+
+/* An abort releases it by itself; commit and prepare drop it first (a commit warns of a leak). */
+static void
+drop_held_snapshot(void)
+{
+	if (snapshot_is_held() && IsTransactionState())
+		UnregisterSnapshotFromOwner(held_snapshot, TopTransactionResourceOwner);
+	held_snapshot = NULL;
+}
 
 /* ---------------------------------------------------------------------
  * The DestReceiver: rows as binary COPY tuple data, in chunks to the sink.
@@ -969,9 +996,14 @@ run_statement(JobCall *call)
 		elog(ERROR, "SPI_connect failed");
 	/*
 	 * The outer snapshot, for parse analysis and parameter input; SPI takes a
-	 * new one per statement (READ COMMITTED) or reuses the transaction's.
+	 * new one per statement (READ COMMITTED) or reuses the transaction's.  On
+	 * a held snapshot, SPI runs read-only, on exactly that one.
 	 */
-	PushActiveSnapshot(GetTransactionSnapshot());
+	if (call->held_snapshot && !snapshot_is_held())
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("no snapshot is held for this statement")));
+	PushActiveSnapshot(call->held_snapshot ? held_snapshot : GetTransactionSnapshot());
 
 	if (call->cache)
 	{
@@ -996,7 +1028,7 @@ run_statement(JobCall *call)
 	call->dest = make_dest(call->sink, call->chunk_bytes);
 	memset(&options, 0, sizeof(options));
 	options.params = params;
-	options.read_only = false;
+	options.read_only = call->held_snapshot;
 	options.tcount = call->max_rows;
 	options.dest = &call->dest->pub;
 
@@ -1112,13 +1144,14 @@ too_long:
 
 /*
  * execute(sql, param_types, params, binary_params, role, sink,
- *         chunk_bytes=65536, max_rows=0, cache=True) -> (command_tag, rows)
+ *         chunk_bytes=65536, max_rows=0, cache=True, held_snapshot=False)
+ *   -> (command_tag, rows)
  */
 PyObject *
 shoal_job_execute(PyObject *self, PyObject *args, PyObject *kwargs)
 {
 	static char *kwlist[] = {"sql", "param_types", "params", "binary_params", "role", "sink",
-	"chunk_bytes", "max_rows", "cache", NULL};
+	"chunk_bytes", "max_rows", "cache", "held_snapshot", NULL};
 	PyObject   *sql_obj;
 	PyObject   *types_obj;
 	PyObject   *params_obj;
@@ -1128,6 +1161,7 @@ shoal_job_execute(PyObject *self, PyObject *args, PyObject *kwargs)
 	Py_ssize_t	chunk_bytes = 65536;
 	long long	max_rows = 0;
 	int			cache = 1;
+	int			use_held = 0;
 	PyObject   *types_seq = NULL;
 	PyObject   *params_seq = NULL;
 	PyObject   *binary_seq = NULL;
@@ -1135,9 +1169,9 @@ shoal_job_execute(PyObject *self, PyObject *args, PyObject *kwargs)
 	bool		failed = false;
 	Py_ssize_t	n;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "UOOOOO|nLp", kwlist, &sql_obj, &types_obj,
+	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "UOOOOO|nLpp", kwlist, &sql_obj, &types_obj,
 									 &params_obj, &binary_obj, &role_obj, &sink,
-									 &chunk_bytes, &max_rows, &cache))
+									 &chunk_bytes, &max_rows, &cache, &use_held))
 		return NULL;
 	if (!job_allowed("execute"))
 		return NULL;
@@ -1178,6 +1212,7 @@ shoal_job_execute(PyObject *self, PyObject *args, PyObject *kwargs)
 	}
 	call.max_rows = (uint64) max_rows;
 	call.cache = cache != 0;
+	call.held_snapshot = use_held != 0;
 
 	/* Everything Python is read now: PostgreSQL code then runs on C data only. */
 	types_seq = PySequence_Fast(types_obj, "param_types must be a sequence of type OIDs");
@@ -1415,6 +1450,7 @@ shoal_job_commit(PyObject *self, PyObject *args, PyObject *kwargs)
 		raise_job_error("25P01", "there is no transaction in progress", NULL, NULL, NULL, 0);
 		return NULL;
 	}
+	drop_held_snapshot();
 	return xact_end_result(run_xact_op("commit", "COMMIT", op_commit, &xc), &xc);
 }
 
@@ -1435,6 +1471,7 @@ shoal_job_rollback(PyObject *self, PyObject *unused)
 		return NULL;
 	if (!IsTransactionBlock())
 		Py_RETURN_NONE;
+	drop_held_snapshot();
 	return run_xact_op("rollback", "ROLLBACK", op_rollback, &xc);
 }
 
@@ -1527,6 +1564,7 @@ shoal_job_prepare(PyObject *self, PyObject *args, PyObject *kwargs)
 		raise_job_error("25P01", "there is no transaction in progress", NULL, NULL, NULL, 0);
 		return NULL;
 	}
+	drop_held_snapshot();
 	return xact_end_result(run_xact_op("prepare", "PREPARE TRANSACTION", op_prepare, &xc), &xc);
 }
 
@@ -1590,6 +1628,40 @@ PyObject *
 shoal_job_block_failed(PyObject *self, PyObject *unused)
 {
 	return PyBool_FromLong(IsAbortedTransactionBlockState());
+}
+
+static void
+op_hold_snapshot(XactCall *xc)
+{
+	held_snapshot = RegisterSnapshotOnOwner(GetTransactionSnapshot(), TopTransactionResourceOwner);
+	held_lxid = MyProc->lxid;
+}
+
+/* hold_snapshot(): take a snapshot now, for execute(..., held_snapshot=True) */
+PyObject *
+shoal_job_hold_snapshot(PyObject *self, PyObject *unused)
+{
+	XactCall	xc;
+
+	memset(&xc, 0, sizeof(xc));
+	if (!job_allowed("hold_snapshot"))
+		return NULL;
+	if (!IsTransactionBlock() || IsAbortedTransactionBlockState() || IsolationUsesXactSnapshot())
+	{
+		raise_job_error("25000", "a snapshot is held only in a READ COMMITTED block that has not failed",
+						NULL, NULL, NULL, 0);
+		return NULL;
+	}
+	drop_held_snapshot();
+	return run_xact_op("hold_snapshot", "SNAPSHOT", op_hold_snapshot, &xc);
+}
+
+/* drop_snapshot(): forget the held snapshot, if any; before the block ends */
+PyObject *
+shoal_job_drop_snapshot(PyObject *self, PyObject *unused)
+{
+	drop_held_snapshot();
+	Py_RETURN_NONE;
 }
 
 /*

@@ -722,6 +722,10 @@ static PyMethodDef pg_methods[] = {
 	{"in_block", shoal_job_in_block, METH_NOARGS, "in_block() -> bool: a transaction block is open."},
 	{"block_failed", shoal_job_block_failed, METH_NOARGS,
 	"block_failed() -> bool: the block is aborted (only rollback or rollback_to help)."},
+	{"hold_snapshot", shoal_job_hold_snapshot, METH_NOARGS,
+	"hold_snapshot(): take a snapshot now, for execute(..., held_snapshot=True)."},
+	{"drop_snapshot", shoal_job_drop_snapshot, METH_NOARGS,
+	"drop_snapshot(): forget the held snapshot, if any."},
 	{"clear_cancel", shoal_job_clear_cancel, METH_NOARGS,
 	"clear_cancel() -> bool: forget a pending cancel; returns whether there was one."},
 	{NULL, NULL, 0, NULL}

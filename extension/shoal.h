@@ -259,6 +259,8 @@ extern PyObject *shoal_job_rollback_prepared(PyObject *self, PyObject *args);
 extern PyObject *shoal_job_in_block(PyObject *self, PyObject *unused);
 extern PyObject *shoal_job_block_failed(PyObject *self, PyObject *unused);
 extern PyObject *shoal_job_clear_cancel(PyObject *self, PyObject *unused);
+extern PyObject *shoal_job_hold_snapshot(PyObject *self, PyObject *unused);
+extern PyObject *shoal_job_drop_snapshot(PyObject *self, PyObject *unused);
 extern PyObject *shoal_pg_setting(PyObject *self, PyObject *args);
 
 #endif							/* SHOAL_H */

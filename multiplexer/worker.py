@@ -130,7 +130,7 @@ class JobRunner:
             return pg.execute(
                 job["sql"], job.get("types", []), job.get("params", []), job.get("binary", False),
                 job.get("role"), self.sink, protocol.CHUNK_BYTES, job.get("max_rows", 0),
-                bool(job.get("cache", True)),
+                bool(job.get("cache", True)), bool(job.get("held_snapshot", False)),
             )
         if op == "begin":
             pg.begin(job.get("isolation", "read committed"), job.get("read_only", False))
@@ -151,6 +151,11 @@ class JobRunner:
         if op == "release_gate":
             self._release_gate()
             return "RELEASED", 0
+        if op == "uncut":  # the statement that read the cut in this transaction's block is over
+            pg.drop_snapshot()
+            if self.gate is False:
+                self._release_gate()
+            return "UNCUT", 0
         if op in ("savepoint", "release", "rollback_to"):
             getattr(pg, op)(job["name"])
             return op.upper(), 0
@@ -185,26 +190,37 @@ class JobRunner:
         raise ValueError(f"unknown job operation {op!r}")
 
     def _cut(self, job: dict) -> tuple[str, int]:
-        """Open a block whose snapshot is taken under this node's gate (read mode), and keep the
-        gate until release_gate.  No block, and BUSY, if a distributed commit holds the gate;
+        """Take a snapshot under this node's gate (read mode), and keep the gate until
+        release_gate: in a block opened for it, or (in_block) for the next statements of the
+        transaction's own block.  BUSY, and nothing taken, if a distributed commit holds the gate;
         IN_DOUBT if a transaction prepared here lost its hold on it (it is settled soon)."""
         pg = self.pg
-        pg.begin(job.get("isolation", "repeatable read"), job.get("read_only", False))
+        own_block = not job.get("in_block")
+        if own_block:
+            pg.begin(job.get("isolation", "repeatable read"), job.get("read_only", False))
         if not pg.gate(False, False, True):
-            pg.rollback()
+            self._give_back(own_block)
             return "BUSY", 0
         self.gate = False
-        try:  # the block's snapshot is taken now, by this statement
+        try:  # in its own block, the snapshot is taken by this statement
+            if not own_block:
+                pg.hold_snapshot()
             _, in_doubt = pg.execute(indoubt.PREPARED_HERE_SQL, [], [], False, None, _discard)
         except BaseException:
             self._release_gate()
-            pg.rollback()
+            self._give_back(own_block)
             raise
         if in_doubt:
             self._release_gate()
-            pg.rollback()
+            self._give_back(own_block)
             return "IN_DOUBT", 0
         return "CUT", 0
+
+    def _give_back(self, own_block: bool) -> None:
+        if own_block:
+            self.pg.rollback()
+        else:
+            self.pg.drop_snapshot()
 
     def _release_gate(self) -> None:
         if self.gate is not None:

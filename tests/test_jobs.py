@@ -647,6 +647,36 @@ def test_two_phase_commit(server: Server, probe: Probe) -> None:
     assert probe.error("commit_prepared", "jobs-gid-2").sqlstate == "42704"
 
 
+def test_a_held_snapshot_serves_the_statements_that_ask_for_it(server: Server, probe: Probe) -> None:
+    probe.execute("CREATE TABLE held_t (id int)")
+    assert probe.error("hold_snapshot").sqlstate == "25000"  # only in a READ COMMITTED block
+    probe.call("begin")
+    probe.execute("INSERT INTO held_t VALUES (1)")
+    probe.call("hold_snapshot")
+    server.rows("INSERT INTO held_t VALUES (2)")
+
+    def count(**kwargs: Any) -> bytes | None:
+        return first_value(probe.execute("SELECT count(*)::int FROM held_t", **kwargs)[2])
+
+    assert count(held_snapshot=True) == struct.pack(">i", 1)  # the block's own row, not the later one
+    assert count() == struct.pack(">i", 2)  # the others take their own, as READ COMMITTED does
+    assert count(held_snapshot=True) == struct.pack(">i", 1)
+    assert probe.error("execute", "INSERT INTO held_t VALUES (3)", [], [], False, None,
+                       held_snapshot=True).sqlstate == "0A000"  # read-only
+    probe.call("rollback")
+    probe.call("begin")
+    probe.call("hold_snapshot")
+    probe.call("drop_snapshot")
+    assert probe.error("execute", "SELECT 1", [], [], False, None, held_snapshot=True).sqlstate == "XX000"
+    probe.call("rollback")
+    probe.call("begin")
+    probe.call("hold_snapshot")
+    assert probe.call("commit") is True  # a snapshot still held at commit is dropped, not leaked
+    probe.call("begin", "repeatable read")
+    assert probe.error("hold_snapshot").sqlstate == "25000"
+    probe.call("rollback")
+
+
 def test_the_server_log_is_clean(server: Server) -> None:
     log = (Path(server.node.logs_dir) / "postgresql.log").read_text(errors="replace")
     for bad in ("WARNING", "leaked", "TRAP", "terminated by signal", "PANIC"):

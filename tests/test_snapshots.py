@@ -80,6 +80,24 @@ def test_a_statement_reading_several_nodes_sees_all_or_nothing(nodes: list[Node]
     assert waited > 0.5 and before == 3
 
 
+def test_a_transaction_that_wrote_on_other_nodes_reads_them_in_one_cut(nodes: list[Node]) -> None:
+    """Its reads of n1 and n3 go to its own blocks there (they see its writes), and in READ
+    COMMITTED each would take a snapshot of its own: the block holds one taken in the cut."""
+    n1, n2, n3 = nodes
+    mine = [local_ids(n1)[2], local_ids(n3)[2]]
+    with psycopg.connect(n2.conninfo) as writer:
+        writer.execute("UPDATE acct SET balance = balance + 1 WHERE id = ANY(%s)", (mine,))
+        with half_committed(nodes):
+            seen = writer.execute("SELECT sum(balance) FROM acct").fetchone()[0]
+        assert seen == TOTAL + 2
+        writer.execute("UPDATE acct SET balance = balance + 1 WHERE id = ANY(%s)", (mine,))
+        # the blocks go on after the cut, with fresh snapshots for statements that take none
+        assert writer.execute("SELECT balance FROM acct WHERE id = %s", (mine[0],)).fetchone()[0] == 102
+        assert writer.execute("SELECT sum(balance) FROM acct").fetchone()[0] == TOTAL + 4
+        writer.commit()
+    assert sql(n1, "SELECT sum(balance) FROM acct")[0][0] == TOTAL + 4
+
+
 def test_a_statement_in_a_function_sees_all_or_nothing(nodes: list[Node]) -> None:
     """In READ COMMITTED each statement of a VOLATILE function has a snapshot of its own: one
     that reads several nodes takes a cut, as a client's statement does."""

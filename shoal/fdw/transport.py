@@ -18,7 +18,8 @@ shoal.deadlock_timeout (as are the workers'): no node alone sees a wait cycle ac
 With shoal.consistent_snapshots, a two-phase commit also holds every node's gate in write mode from
 before the decision until its commit there (shoal.transactions.snapshots): the worker that prepared
 keeps it, and the second phase goes to that worker.  A statement's reads that belong to a cut go
-to the cut's block on each node.
+to the cut's block on each node, or to the transaction's own block, on the snapshot it holds for
+the cut.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def run(node: str, sql: str, types: list[int], params: list[str | None], write: 
             _join(xact)
         extra.update(_enter(xact, node))
         key = xact.key
+        if not write and (cut := backend.current_cut()) and snapshots.holds(cut, node):
+            extra["held_snapshot"] = True  # the statement reads a cut: on its snapshot there
     elif cut := backend.current_cut():
         key = snapshots.block(cut, node)  # the statement reads one cut: in its block on that node
         if key is not None:

@@ -30,14 +30,14 @@ What takes a cut (extension/snapshot.c decides, this module takes it):
   (two scans of it, or a scan in a nested loop's inner side or a subplan, which sends a request per
   run): its snapshot here is refreshed under the gate, and on each other node one transaction block
   holds the snapshot for the statement's remote reads (read-only, REPEATABLE READ, ended with the
-  statement);
+  statement).  On a node where the transaction has written, its reads go to its own block (they
+  must see its writes), which holds a snapshot taken under the gate for the statement's reads;
 - the first statement of a REPEATABLE READ transaction, whatever it reads or writes (its snapshot
   is the transaction's, which later statements read on every node): the cut then spans every
   node, and its blocks become the transaction's own, so every later statement, on any node, reads
   the same cut (and its writes go into those blocks).
 
-Not covered, and documented: reads inside a transaction that has already written on other nodes
-(they read in that transaction's blocks), SERIALIZABLE, statements that run on their caller's
+Not covered, and documented: SERIALIZABLE, statements that run on their caller's
 snapshot (in STABLE functions; those of VOLATILE functions and DO blocks are statements of their own),
 and a REPEATABLE READ transaction whose first statement runs in a function or DO block.
 """
@@ -63,6 +63,9 @@ MAX_BACKOFF_S = 0.02
 @dataclass
 class Cut:
     blocks: dict[str, str]  # node -> the transaction block holding the snapshot there
+    # the nodes where that block is the transaction's own (it wrote there): it holds the
+    # snapshot for the statement's reads, and goes on after it
+    own: frozenset[str] = frozenset()
 
 
 _cuts: dict[int, Cut] = {}
@@ -75,8 +78,6 @@ def take(handlers: list[Any], reads_locally: bool, whole_transaction: bool) -> i
     its scans read in, 0 when it needs none."""
     me = backend.setting("shoal.node_name") or ""
     xact = transport.current()
-    if xact is not None and xact.written:
-        return 0  # a writer reads in its own blocks
     if whole_transaction:
         nodes = sorted(row[0] for row in backend.query("SELECT name FROM shoal.nodes") if row[0] != me)
         reads_locally = True  # the transaction's snapshot here is part of the cut
@@ -84,18 +85,21 @@ def take(handlers: list[Any], reads_locally: bool, whole_transaction: bool) -> i
         nodes = sorted({h.node for h in handlers if isinstance(getattr(h, "node", None), str)} - {me})
     if not nodes:
         return 0
+    own: frozenset[str] = frozenset()
     if whole_transaction:
         key = transport.transaction_key()
         blocks = {node: key for node in nodes}
-    else:
-        blocks = {node: f"{me}:{uuid.uuid4().hex}" for node in nodes}
-    _take(blocks, reads_locally, read_only=not whole_transaction)
+    else:  # a transaction that wrote on a node reads there in its own block
+        own = frozenset(node for node in nodes if xact is not None and node in xact.depth)
+        blocks = {node: xact.key if node in own else f"{me}:{uuid.uuid4().hex}" for node in nodes}
+    cut = Cut(blocks, own)
+    _take(cut, reads_locally, read_only=not whole_transaction)
     if whole_transaction:
         transport.adopt_blocks(nodes)
         return 0  # the scans find the transaction's blocks by themselves
     global _next_id, _joined
     _next_id += 1
-    _cuts[_next_id] = Cut(blocks)
+    _cuts[_next_id] = cut
     if not _joined:
         _joined = True
         backend.join_transaction(_Leftovers())
@@ -108,25 +112,33 @@ def block(cut: int, node: str) -> str | None:
     return entry.blocks.get(node) if entry is not None else None
 
 
+def holds(cut: int, node: str) -> bool:
+    """Does the transaction's own block on ``node`` hold the snapshot of ``cut``?"""
+    entry = _cuts.get(cut)
+    return entry is not None and node in entry.own
+
+
 def end(cut: int) -> None:
     """The statement of ``cut`` ended: its blocks go (nobody waits for that)."""
     entry = _cuts.pop(cut, None)
     if entry is not None:
-        _end_blocks(entry.blocks)
+        _give_back(entry, entry.blocks)
 
 
-def _end_blocks(blocks: dict[str, str]) -> None:
+def _give_back(cut: Cut, nodes: Any) -> None:
+    """End the cut's blocks on ``nodes``, or the snapshot it held in the transaction's own."""
     client = mux.connect()
-    for node, key in blocks.items():
-        client.request(node, encode_job("rollback"), key).forget()
+    for node in nodes:
+        op = "uncut" if node in cut.own else "rollback"
+        client.request(node, encode_job(op), cut.blocks[node]).forget()
 
 
-def _take(blocks: dict[str, str], local: bool, read_only: bool) -> None:
+def _take(cut: Cut, local: bool, read_only: bool) -> None:
     """Hold every gate at once, taking the snapshots meanwhile; start over while one is busy."""
     deadline = time.monotonic() + _timeout_s()
     delay = FIRST_BACKOFF_S
     in_doubt: set[str] = set()
-    while not _try(blocks, local, read_only, in_doubt):
+    while not _try(cut, local, read_only, in_doubt):
         if time.monotonic() > deadline:
             raise _gave_up(in_doubt)
         backend.wait(timeout=delay)
@@ -145,11 +157,14 @@ def _gave_up(in_doubt: set[str]) -> RemoteError:
         hint="Retry the statement.")
 
 
-def _try(blocks: dict[str, str], local: bool, read_only: bool, in_doubt: set[str]) -> bool:
+def _try(cut: Cut, local: bool, read_only: bool, in_doubt: set[str]) -> bool:
     """One attempt; the nodes found holding transactions in doubt go into ``in_doubt``."""
     client = mux.connect()
+    blocks = cut.blocks
     job = encode_job("cut", isolation="repeatable read", read_only=read_only)
-    streams: dict[str, Stream] = {node: client.request(node, job, key) for node, key in blocks.items()}
+    in_own = encode_job("cut", in_block=True)
+    streams: dict[str, Stream] = {node: client.request(node, in_own if node in cut.own else job, key)
+                                  for node, key in blocks.items()}
     held: list[str] = []
     busy = False
     error: RemoteError | None = None
@@ -179,8 +194,7 @@ def _try(blocks: dict[str, str], local: bool, read_only: bool, in_doubt: set[str
         for node in held:
             client.request(node, encode_job("release_gate"), blocks[node], control=True).forget()
         return True
-    for node in held:  # give everything back, and start over
-        client.request(node, encode_job("rollback"), blocks[node]).forget()
+    _give_back(cut, held)  # give everything back, and start over
     if error is not None:
         raise error
     return False
@@ -230,7 +244,7 @@ class _Leftovers:
         leftovers = list(_cuts.values())
         _cuts.clear()
         for entry in leftovers:
-            try:
-                _end_blocks(entry.blocks)
+            try:  # the transaction's own blocks end with it
+                _give_back(entry, [node for node in entry.blocks if node not in entry.own])
             except RemoteError:
                 pass  # the node's multiplexer ends blocks of backends that go away
