@@ -12,6 +12,7 @@
 #include "shoal.h"
 
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -24,6 +25,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/wait_event.h"
 
 PyObject   *shoal_exc_query_canceled = NULL;
@@ -472,7 +474,8 @@ typedef struct TxnCall
 	int			c;				/* session */
 	bool		got;
 	FullTransactionId fxid;
-	const char *text;			/* a gid */
+	const char *text;			/* a gid, a role */
+	char	   *out;			/* palloc'd text out, or NULL */
 } TxnCall;
 
 /* fn(call), with a PostgreSQL ERROR left as the pending Python exception; false then. */
@@ -530,6 +533,28 @@ do_gate_release(TxnCall *call)
 	shoal_gate_release(call->a, call->b);
 }
 
+/*
+ * The password verifier stored for a role, read past pg_authid's privileges:
+ * role DDL replays the verifier of the role it has just changed, not the
+ * password it was given (shoal.sharding.roles).
+ */
+static void
+do_role_password(TxnCall *call)
+{
+	HeapTuple	tuple;
+	Datum		datum;
+	bool		isnull;
+
+	CommandCounterIncrement();	/* the statement that changed it is this transaction's */
+	tuple = SearchSysCache1(AUTHNAME, CStringGetDatum(call->text));
+	if (!HeapTupleIsValid(tuple))
+		return;
+	datum = SysCacheGetAttr(AUTHNAME, tuple, Anum_pg_authid_rolpassword, &isnull);
+	if (!isnull)
+		call->out = TextDatumGetCString(datum);
+	ReleaseSysCache(tuple);
+}
+
 static void
 do_refresh_snapshot(TxnCall *call)
 {
@@ -562,6 +587,22 @@ pg_admit(PyObject *self, PyObject *args)
 }
 
 /* record_decision(gid): the distributed commit named gid commits if this transaction does. */
+/* role_password(name) -> str | None: the role's stored password verifier. */
+static PyObject *
+pg_role_password(PyObject *self, PyObject *args)
+{
+	TxnCall		call = {0};
+	PyObject   *result;
+
+	if (!PyArg_ParseTuple(args, "s", &call.text) || !txn_call(do_role_password, &call))
+		return NULL;
+	if (call.out == NULL)
+		Py_RETURN_NONE;
+	result = PyUnicode_FromString(call.out);
+	pfree(call.out);
+	return result;
+}
+
 static PyObject *
 pg_record_decision(PyObject *self, PyObject *args)
 {
@@ -674,6 +715,8 @@ static PyMethodDef pg_methods[] = {
 	"True if the transaction has written here (it has a transaction id)."},
 	{"guard_lock_waits", pg_guard_lock_waits, METH_NOARGS,
 	"Bound this transaction's lock waits here by shoal.deadlock_timeout."},
+	{"role_password", pg_role_password, METH_VARARGS,
+	"role_password(name) -> str | None: the role's stored password verifier."},
 	{"record_decision", pg_record_decision, METH_VARARGS,
 	"Record the decision of the distributed commit named gid in this transaction."},
 	{"admit", pg_admit, METH_VARARGS,

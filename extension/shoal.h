@@ -238,6 +238,10 @@ extern char *shoal_prepare_gid;
 
 /* sqlfunc.c: SQL functions written in Python; DDL seen by Python */
 extern PyObject *shoal_utility_before(PlannedStmt **pstmt, const char *queryString);
+
+/* roles.c: where the password of a role statement is */
+extern void shoal_describe_password(Node *parsetree, const char *sql, int stmt_location,
+									PyObject *info);
 extern void shoal_utility_after(PyObject *after);
 
 /* bgworker.c: the multiplexer and its workers, background processes */

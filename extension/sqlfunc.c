@@ -583,6 +583,7 @@ shoal_utility_before(PlannedStmt **pstmt, const char *queryString)
 		sql = pstrdup(queryString + (*pstmt)->stmt_location);
 	else
 		sql = pstrdup(queryString);
+	shoal_describe_password(parsetree, sql, (*pstmt)->stmt_location, info);
 
 	before = shoal_import_attr("shoal.sharding.ddl", "before");
 	result = shoal_call_method(before, "__call__", Py_BuildValue("(sN)", sql, info));

@@ -171,9 +171,25 @@ def test_roles_are_the_same_on_every_node(nodes: list[Node]) -> None:
     sql(n2, "CREATE ROLE r_app LOGIN PASSWORD 'secret' CONNECTION LIMIT 7")
     sql(n3, "CREATE ROLE r_grp; GRANT r_grp TO r_app")
     assert [r[:3] for r in roles(n1, names)] == [("r_app", True, 7), ("r_grp", False, -1)]
+    # the password travels as the verifier n2 stored (two nodes hashing it would salt it apart)
+    password = "SELECT rolpassword FROM pg_authid WHERE rolname = 'r_app'"
+    first = assert_same_everywhere(nodes, password)[0][0]
+    assert first.startswith("SCRAM-SHA-256$")
     for node in nodes:
-        assert roles(node, names)[0][3].startswith("SCRAM-SHA-256$")  # each node hashed it
         assert sql(node, "SELECT pg_has_role('r_app', 'r_grp', 'member')") == [(True,)]
+    sql(n1, "ALTER USER CURRENT_USER WITH PASSWORD 'mine'", user="r_app")
+    assert assert_same_everywhere(nodes, password)[0][0] not in (first, None)
+    sql(n3, "ALTER ROLE r_app PASSWORD ''")  # PostgreSQL clears an empty one
+    assert assert_same_everywhere(nodes, password) == [(None,)]
+    # however the literal is written, with what follows it kept
+    for statement in ("ALTER ROLE r_app ENCRYPTED PASSWORD E'it''s\\x41é' /* c */ CONNECTION LIMIT 4",
+                      "SELECT 1; ALTER ROLE r_app PASSWORD U&'d!0061t!+000061' UESCAPE '!' VALID UNTIL "
+                      "'2031-01-01'",
+                      "ALTER ROLE r_app PASSWORD $q$dollar's$q$"):
+        sql(n2, statement)
+        assert assert_same_everywhere(nodes, password)[0][0].startswith("SCRAM-SHA-256$")
+    assert assert_same_everywhere(nodes, "SELECT rolconnlimit, rolvaliduntil::date::text FROM pg_roles "
+                                         "WHERE rolname = 'r_app'") == [(4, "2031-01-01")]
     # privileges through membership reach the partitions read as r_app on the other nodes
     sql(n1, "CREATE TABLE ledger (id int PRIMARY KEY) WITH (distributed_by = 'id', num_parts = 3)")
     sql(n1, "INSERT INTO ledger SELECT generate_series(1, 30)")

@@ -109,6 +109,11 @@ def gate_release(write: bool, session: bool) -> None:
     _require().gate_release(write, session)
 
 
+def role_password(name: str) -> str | None:
+    """The password verifier stored for role ``name`` (None: no password, or no such role)."""
+    return _require().role_password(name)
+
+
 def refresh_snapshot() -> None:
     """The running statement's snapshot (and a REPEATABLE READ transaction's) becomes current."""
     _require().refresh_snapshot()

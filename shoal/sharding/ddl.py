@@ -16,7 +16,7 @@ from typing import Any
 
 from shoal.errors import FeatureNotSupported, InvalidParameter, SqlError
 from shoal.fdw import backend
-from shoal.sharding import catalog, distribute, everywhere, foreign_keys, replicate, uniques
+from shoal.sharding import catalog, distribute, everywhere, foreign_keys, replicate, roles, uniques
 from shoal.sharding.catalog import ShoalTable, quote_ident
 
 Answer = bool | None | Callable[[], None]
@@ -150,12 +150,13 @@ def _grant(info: dict[str, Any], sql: str) -> Answer:
 
 def _role(info: dict[str, Any], sql: str) -> Answer:
     """CREATE, ALTER, RENAME and DROP ROLE and role membership (GRANT role TO role) run here, then
-    as written on every other node, in the same transaction: remote work runs as the role that
-    asked for it, so a role and its attributes must be the same everywhere."""
+    as written on every other node (a password as its verifier), in the same transaction: remote
+    work runs as the role that asked for it, so a role and its attributes must be the same
+    everywhere."""
     me = backend.setting("shoal.node_name")
     if not me or all(node.name == me for node in catalog.nodes()):
         return False  # a server of its own, or a cluster of one
-    return _guarded(lambda: _run_elsewhere([sql]))
+    return _guarded(lambda: _run_elsewhere([roles.without_password(sql, info)]))
 
 
 # -- DROP, TRUNCATE -----------------------------------------------------------------------------

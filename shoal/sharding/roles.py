@@ -1,15 +1,33 @@
-"""Roles for a node that joins: what it lacks of this node's, as statements to run there.
+"""Roles on every node: role DDL as it goes to the other nodes, and what a node that joins lacks.
 
-Role DDL reaches every node as it is written (shoal.sharding.ddl), so only roles made before a node
-joined, or where role DDL is not shared (a database without shoal), are missing somewhere.
-sync_node (shoal.sharding.extend) gives them to the newcomer first, since remote work runs as the
-role that asked for it: attributes, the hashed password as stored, settings and memberships.
+Role DDL reaches every node as it is written (shoal.sharding.ddl), except a password, which goes as
+the verifier this node stored for it: the channel between nodes is not encrypted.  So only roles
+made before a node joined, or where role DDL is not shared (a database without shoal), are missing
+somewhere.  sync_node (shoal.sharding.extend) gives them to the newcomer first, since remote work
+runs as the role that asked for it: attributes, the hashed password as stored, settings and
+memberships.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from shoal.fdw import backend
 from shoal.sharding.catalog import quote_ident, quote_literal
+
+
+def without_password(sql: str, info: dict[str, Any]) -> str:
+    """``sql``, a CREATE or ALTER ROLE that has just run here, with the password it sets replaced by
+    the verifier stored for it here (which the other nodes store as it is).  The extension found
+    the password's literal (``password_span``, bytes of ``sql``)."""
+    span = info.get("password_span")
+    if span is None:
+        return sql
+    verifier = backend.role_password(info["password_role"])  # None: an empty password clears it
+    literal = quote_literal(verifier) if verifier is not None else "NULL"
+    data = sql.encode()
+    start, end = span
+    return (data[:start] + literal.encode() + b" " + data[end:]).decode()
 
 
 def missing(present: set[str]) -> list[str]:
