@@ -148,15 +148,18 @@ def test_repeatable_read_keeps_one_cut_on_every_node(nodes: list[Node]) -> None:
         assert reader.execute("SELECT sum(balance) FROM acct").fetchone()[0] == TOTAL - 100 + 5
 
 
-@pytest.mark.parametrize("first", ["SELECT now()", "UPDATE acct SET balance = balance WHERE id = %s"])
-def test_repeatable_read_is_a_cut_whatever_its_first_statement(nodes: list[Node], first: str) -> None:
+@pytest.mark.parametrize(("first", "row_on"), [("SELECT now()", None),
+                                               ("UPDATE acct SET balance = balance WHERE id = %s", 0),
+                                               ("UPDATE acct SET balance = balance WHERE id = %s", 2)])
+def test_repeatable_read_is_a_cut_whatever_its_first_statement(nodes: list[Node], first: str,
+                                                               row_on: int | None) -> None:
     """The first statement fixes the transaction's snapshot here, whether it reads a shoal table,
-    none, or writes: later reads of other nodes see the same instant."""
+    none, or writes (here or on another node): later reads of other nodes see the same instant."""
     n1, n2, _ = nodes
     on_n2 = local_ids(n2)[0]
     with psycopg.connect(n1.conninfo) as reader:
         reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        reader.execute(first, (local_ids(n1)[0],) if "%s" in first else ())
+        reader.execute(first, (local_ids(nodes[row_on])[0],) if row_on is not None else ())
         sql(n1, "UPDATE acct SET balance = 0 WHERE id = %s", (on_n2,))
         assert reader.execute("SELECT balance FROM acct WHERE id = %s", (on_n2,)).fetchone()[0] == 100
         assert reader.execute("SELECT sum(balance) FROM acct").fetchone()[0] == TOTAL

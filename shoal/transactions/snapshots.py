@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,7 +126,7 @@ def end(cut: int) -> None:
         _give_back(entry, entry.blocks)
 
 
-def _give_back(cut: Cut, nodes: Any) -> None:
+def _give_back(cut: Cut, nodes: Iterable[str]) -> None:
     """End the cut's blocks on ``nodes``, or the snapshot it held in the transaction's own."""
     client = mux.connect()
     for node in nodes:
