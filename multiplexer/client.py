@@ -49,6 +49,7 @@ class Stream:
         self._consumed = 0
         self.closed = False
         self.epoch = 0  # the lent channel it went through (0: through the multiplexer)
+        self.block: tuple[str, str] | None = None  # (node, transaction block) it runs in
 
     @property
     def finished(self) -> bool:
@@ -77,6 +78,18 @@ class Stream:
         assert self.result is not None
         return self.result
 
+    def take_in_all(self) -> None:
+        """Receive the rest of the answer now, crediting the worker as chunks arrive rather than as
+        they are consumed: memory then grows with the answer, but the worker is free for the next
+        request of its transaction block."""
+        acked = self._consumed - self._consumed % ACK_EVERY
+        while not self.finished:
+            received = self._consumed + len(self.chunks)
+            while received - acked >= ACK_EVERY:
+                self.client.send(Kind.ACK, self.node, self.req, None, ACK_EVERY)
+                acked += ACK_EVERY
+            self.client.wait(lambda n=received: self._consumed + len(self.chunks) > n or self.finished)
+
     def cancel(self) -> None:
         """Stop the request if it still runs (a scan ended early, or the query was cancelled)."""
         if not self.finished and not self.closed:
@@ -91,6 +104,8 @@ class Stream:
         if not self.closed:
             self.closed = True
             self.client.streams.pop(self.req, None)
+            if self.block is not None and self.client.in_block.get(self.block) is self:
+                del self.client.in_block[self.block]
 
 
 class MuxClient:
@@ -107,6 +122,7 @@ class MuxClient:
             self._poll = select.poll()
             self._poll.register(self.fd, select.POLLIN)
         self.streams: dict[int, Stream] = {}
+        self.in_block: dict[tuple[str, str], Stream] = {}  # the last request into each block
         self._next_req = 0
         self._deferred: list[list[Any]] = []  # messages to send with the next one
         self._awaiting: set[int] = set()  # pings and stats requests waiting for their reply
@@ -205,9 +221,18 @@ class MuxClient:
         a job that takes no locks (COMMIT PREPARED...), served ahead of the others.  ``defer``:
         the job leaves with the next message sent, or when this process next waits (a BEGIN goes
         with the transaction's first statement there)."""
+        if xact is not None:
+            # a block's requests run one after the other on the worker holding it: one still
+            # streaming would keep it from this one for ever (its credit waits on us)
+            previous = self.in_block.get((node, xact))
+            if previous is not None and not previous.finished:
+                previous.take_in_all()
         req = self._req()
         stream = Stream(self, node, req)
         self.streams[req] = stream
+        if xact is not None:
+            stream.block = (node, xact)
+            self.in_block[stream.block] = stream
         self.send(Kind.CONTROL if control else Kind.QUERY, node, req, xact, job, defer)
         return stream
 
