@@ -24,6 +24,7 @@
  */
 #include "shoal.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
@@ -33,11 +34,14 @@
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "catalog/partition.h"
+#include "catalog/pg_language.h"
+#include "catalog/pg_proc.h"
 #include "commands/extension.h"
 #include "optimizer/planner.h"
 #include "tcop/pquery.h"
 #include "tcop/utility.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 int			shoal_current_cut = 0;
 bool		shoal_consistent_snapshots = true;
@@ -243,6 +247,96 @@ runs_on_active_snapshot(QueryDesc *qd, int eflags)
 		!IsolationIsSerializable();
 }
 
+/* Is funcid a STABLE function written in SQL or a procedural language? */
+static bool
+is_user_stable_function(Oid funcid, void *context)
+{
+	HeapTuple	tuple;
+	bool		result = false;
+
+	if (funcid < FirstNormalObjectId)
+		return false;			/* built in */
+	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcid));
+	if (HeapTupleIsValid(tuple))
+	{
+		Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tuple);
+
+		result = proc->provolatile == PROVOLATILE_STABLE &&
+			proc->prolang != INTERNALlanguageId && proc->prolang != ClanguageId;
+		ReleaseSysCache(tuple);
+	}
+	return result;
+}
+
+static bool
+calls_user_stable_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (check_functions_in_node(node, is_user_stable_function, context))
+		return true;
+	return expression_tree_walker(node, calls_user_stable_walker, context);
+}
+
+/*
+ * Does the plan call a STABLE function that may read tables (one in SQL or
+ * a procedural language), in its target lists, conditions, FROM functions
+ * or VALUES?  Its statements run on the caller's snapshot, and read in the
+ * caller's cut: that cut must then span every node.
+ */
+static bool
+calls_user_stable_planstate_walker(PlanState *ps, void *context)
+{
+	Plan	   *plan;
+
+	if (ps == NULL)
+		return false;
+	plan = ps->plan;
+	if (calls_user_stable_walker((Node *) plan->targetlist, NULL) ||
+		calls_user_stable_walker((Node *) plan->qual, NULL))
+		return true;
+	switch (nodeTag(plan))
+	{
+		case T_NestLoop:
+		case T_MergeJoin:
+		case T_HashJoin:
+			if (calls_user_stable_walker((Node *) ((Join *) plan)->joinqual, NULL))
+				return true;
+			break;
+		case T_FunctionScan:
+			if (calls_user_stable_walker((Node *) ((FunctionScan *) plan)->functions, NULL))
+				return true;
+			break;
+		case T_ValuesScan:
+			if (calls_user_stable_walker((Node *) ((ValuesScan *) plan)->values_lists, NULL))
+				return true;
+			break;
+		case T_Result:
+			if (calls_user_stable_walker(((Result *) plan)->resconstantqual, NULL))
+				return true;
+			break;
+		default:
+			break;
+	}
+	return planstate_tree_walker(ps, calls_user_stable_planstate_walker, context);
+}
+
+/* The cut of the running statement whose snapshot a nested statement shares (0: none). */
+static int
+cut_of_snapshot(Snapshot snapshot)
+{
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, cut_queries)
+	{
+		if (((QueryDesc *) lfirst(lc))->snapshot == snapshot)
+			return list_nth_int(cut_ids, i);
+		i++;
+	}
+	return 0;
+}
+
 static bool
 is_top_level_select(QueryDesc *qd, int eflags)
 {
@@ -280,9 +374,12 @@ takes_transaction_cut(QueryDesc *qd, int eflags)
 		runs_on_active_snapshot(qd, eflags) && OidIsValid(get_extension_oid("shoal", true));
 }
 
-/* Ask shoal.transactions.snapshots for a cut; returns its id, 0 for none. */
+/*
+ * Ask shoal.transactions.snapshots for a cut, of every node or of those the
+ * scans read; returns its id, 0 for none.
+ */
 static int
-take_cut(List *scans, bool reads_locally, bool whole_transaction)
+take_cut(List *scans, bool reads_locally, bool every_node, bool whole_transaction)
 {
 	PyObject   *handlers = PyList_New(0);
 	PyObject   *take;
@@ -302,8 +399,9 @@ take_cut(List *scans, bool reads_locally, bool whole_transaction)
 	}
 	take = shoal_import_attr("shoal.transactions.snapshots", "take");
 	result = shoal_call_method(take, "__call__",
-							   Py_BuildValue("(NOO)", handlers,
+							   Py_BuildValue("(NOOO)", handlers,
 											 reads_locally ? Py_True : Py_False,
+											 every_node ? Py_True : Py_False,
 											 whole_transaction ? Py_True : Py_False));
 	Py_DECREF(take);
 	cut = PyLong_AsLong(result);
@@ -320,15 +418,21 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 	List	   *volatile servers = NIL;
 	bool		reads_locally;
 	bool		whole_transaction;
+	bool		every_node = false;
 	int			cut = 0;
+	int			inherited = 0;
 	ListCell   *lc;
 
 	/* workers run other nodes' statements, inside the snapshots those nodes chose */
 	whole_transaction = takes_transaction_cut(qd, eflags);
-	if (!whole_transaction &&
+	/* on the snapshot of a running statement (in a STABLE function): in its cut, if it has one */
+	if (!whole_transaction && nesting > 0 && no_cuts == 0 && !deferring &&
+		list_member_ptr(running_snapshots, qd->snapshot))
+		inherited = cut_of_snapshot(qd->snapshot);
+	if (!whole_transaction && inherited == 0 &&
 		(!shoal_consistent_snapshots || no_cuts > 0 || deferring || shoal_in_bgworker ||
 		 (nesting > 0 && list_member_ptr(running_snapshots, qd->snapshot)) ||
-		 !is_top_level_select(qd, eflags) || !shoal_python_started()))
+		 !is_top_level_select(qd, eflags)))
 	{
 		if (prev_executor_start)
 			prev_executor_start(qd, eflags);
@@ -356,15 +460,25 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 	}
 	PG_END_TRY();
 
+	if (inherited != 0)
+	{
+		foreach(lc, scans)
+			shoal_scan_start_deferred(lfirst(lc), inherited);
+		return;
+	}
 	reads_locally = reads_locally_walker(qd->planstate, NULL);
-	if (whole_transaction)
+	if (!whole_transaction && !IsolationUsesXactSnapshot())
+		every_node = calls_user_stable_planstate_walker(qd->planstate, NULL) &&
+			OidIsValid(get_extension_oid("shoal", true));
+	if (whole_transaction || every_node)
 		shoal_python_ensure();
 	/*
 	 * A REPEATABLE READ transaction keeps the snapshot of its first
 	 * statement.  In READ COMMITTED, a statement needs one when it reads two
-	 * nodes or more, or one other node more than once.
+	 * nodes or more, or one other node more than once, or calls functions
+	 * that read on its snapshot (wherever they read).
 	 */
-	if (whole_transaction ||
+	if (whole_transaction || every_node ||
 		(!IsolationUsesXactSnapshot() &&
 		 (list_length(servers) + (reads_locally ? 1 : 0) >= 2 ||
 		  (servers != NIL && (list_length(scans) >= 2 ||
@@ -373,7 +487,8 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 		no_cuts++;				/* the catalog reads of taking it are not the client's */
 		PG_TRY();
 		{
-			cut = take_cut(scans, reads_locally, whole_transaction);
+			cut = take_cut(scans, reads_locally || every_node, whole_transaction || every_node,
+						   whole_transaction);
 		}
 		PG_FINALLY();
 		{

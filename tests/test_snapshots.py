@@ -111,6 +111,23 @@ def test_a_statement_in_a_function_sees_all_or_nothing(nodes: list[Node]) -> Non
     assert sql(n2, "SELECT acct_total()", shoal__consistent_snapshots="off")[0][0] == TOTAL
 
 
+def test_a_stable_function_reads_in_its_callers_cut(nodes: list[Node]) -> None:
+    """A STABLE function's statements run on the snapshot of the statement that calls it: a
+    statement calling one takes a cut of every node, and they read in it."""
+    n1, n2, _ = nodes
+    sql(n2, "CREATE OR REPLACE FUNCTION acct_sum() RETURNS bigint STABLE LANGUAGE sql AS "
+            "$$ SELECT sum(balance) FROM acct $$")
+    sql(n2, "CREATE OR REPLACE FUNCTION acct_sum_pl(lo int) RETURNS bigint STABLE LANGUAGE plpgsql AS "
+            "$$ BEGIN RETURN (SELECT sum(balance) FROM acct WHERE id >= lo); END $$")
+    one = local_ids(n2)[0]
+    with half_committed(nodes):
+        assert sql(n2, "SELECT acct_sum(), acct_sum_pl(0)") == [(TOTAL, TOTAL)]
+        # the caller reads one node only, but its functions read them all
+        seen = sql(n2, "SELECT acct_sum_pl(0) - balance FROM acct WHERE id = %s", (one,))[0][0]
+        assert seen in (TOTAL - 100, TOTAL)  # the transfer took 100 from that row: none or all of it
+    assert sql(n2, "SELECT acct_sum()", shoal__consistent_snapshots="off") == [(TOTAL,)]
+
+
 def test_a_single_node_read_takes_no_cut(nodes: list[Node]) -> None:
     n1, n2, _ = nodes
     one = local_ids(n2)[0]

@@ -31,15 +31,17 @@ What takes a cut (extension/snapshot.c decides, this module takes it):
   run): its snapshot here is refreshed under the gate, and on each other node one transaction block
   holds the snapshot for the statement's remote reads (read-only, REPEATABLE READ, ended with the
   statement).  On a node where the transaction has written, its reads go to its own block (they
-  must see its writes), which holds a snapshot taken under the gate for the statement's reads;
+  must see its writes), which holds a snapshot taken under the gate for the statement's reads.
+  One that calls STABLE functions in SQL or a procedural language takes a cut of every node: their
+  statements run on its snapshot, and read in its cut, wherever they read;
 - the first statement of a REPEATABLE READ transaction, whatever it reads or writes (its snapshot
   is the transaction's, which later statements read on every node): the cut then spans every
   node, and its blocks become the transaction's own, so every later statement, on any node, reads
   the same cut (and its writes go into those blocks).
 
-Not covered, and documented: SERIALIZABLE, statements that run on their caller's
-snapshot (in STABLE functions; those of VOLATILE functions and DO blocks are statements of their own),
-and a REPEATABLE READ transaction whose first statement runs in a function or DO block.
+Not covered, and documented: SERIALIZABLE, STABLE functions called by statements other than a
+SELECT (or from an index condition), and a REPEATABLE READ transaction whose first statement runs
+in a function or DO block.
 """
 
 from __future__ import annotations
@@ -74,14 +76,13 @@ _next_id = 0
 _joined = False  # the transaction ends the cuts left over by failed statements
 
 
-def take(handlers: list[Any], reads_locally: bool, whole_transaction: bool) -> int:
-    """Take one cut for the statement starting now (see the module docstring); returns the id
-    its scans read in, 0 when it needs none."""
+def take(handlers: list[Any], reads_locally: bool, every_node: bool, whole_transaction: bool) -> int:
+    """Take one cut for the statement starting now (see the module docstring), of every node or
+    of those its scans read; returns the id its scans read in, 0 when it needs none."""
     me = backend.setting("shoal.node_name") or ""
     xact = transport.current()
-    if whole_transaction:
+    if every_node:
         nodes = sorted(row[0] for row in backend.query("SELECT name FROM shoal.nodes") if row[0] != me)
-        reads_locally = True  # the transaction's snapshot here is part of the cut
     else:  # the extension decided that the statement needs one
         nodes = sorted({h.node for h in handlers if isinstance(getattr(h, "node", None), str)} - {me})
     if not nodes:
