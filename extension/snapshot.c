@@ -361,9 +361,8 @@ first_of_repeatable_read(void)
  * Does the statement fix a REPEATABLE READ transaction's snapshot in a
  * database of a shoal cluster?  Whatever it reads, its snapshot becomes the
  * transaction's, which later statements read on every node: so it is a cut.
- * A nested statement that comes first (in a function or DO block) has read
- * with the snapshot before the statement around it could refresh it: that
- * transaction gets no cut.
+ * A nested statement that comes first runs in a utility statement that took
+ * the snapshot (nested_utility: DO and CALL take the cut themselves).
  */
 static bool
 takes_transaction_cut(QueryDesc *qd, int eflags)
@@ -571,9 +570,28 @@ nested_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 			   ProcessUtilityContext context, ParamListInfo params, QueryEnvironment *queryEnv,
 			   DestReceiver *dest, QueryCompletion *qc)
 {
-	/* a utility statement that took the transaction's snapshot was its first statement */
-	if (nesting == 0 && PlannedStmtRequiresSnapshot(pstmt))
-		(void) first_of_repeatable_read();
+	/*
+	 * A utility statement that took the transaction's snapshot was its first
+	 * statement.  DO and CALL run statements on it: it is the cut then.
+	 */
+	if (nesting == 0 && !shoal_in_bgworker && PlannedStmtRequiresSnapshot(pstmt) &&
+		first_of_repeatable_read() &&
+		(IsA(pstmt->utilityStmt, DoStmt) || IsA(pstmt->utilityStmt, CallStmt)) &&
+		shoal_consistent_snapshots && no_cuts == 0 && !IsolationIsSerializable() &&
+		ActiveSnapshotSet() && OidIsValid(get_extension_oid("shoal", true)))
+	{
+		shoal_python_ensure();
+		no_cuts++;
+		PG_TRY();
+		{
+			(void) take_cut(NIL, true, true, true);
+		}
+		PG_FINALLY();
+		{
+			no_cuts--;
+		}
+		PG_END_TRY();
+	}
 	nesting++;
 	PG_TRY();
 	{

@@ -166,6 +166,7 @@ def test_repeatable_read_keeps_one_cut_on_every_node(nodes: list[Node]) -> None:
 
 
 @pytest.mark.parametrize(("first", "row_on"), [("SELECT now()", None),
+                                               ("DO $$ BEGIN PERFORM 1; END $$", None),
                                                ("UPDATE acct SET balance = balance WHERE id = %s", 0),
                                                ("UPDATE acct SET balance = balance WHERE id = %s", 2)])
 def test_repeatable_read_is_a_cut_whatever_its_first_statement(nodes: list[Node], first: str,

@@ -34,14 +34,15 @@ What takes a cut (extension/snapshot.c decides, this module takes it):
   must see its writes), which holds a snapshot taken under the gate for the statement's reads.
   One that calls STABLE functions in SQL or a procedural language takes a cut of every node: their
   statements run on its snapshot, and read in its cut, wherever they read;
-- the first statement of a REPEATABLE READ transaction, whatever it reads or writes (its snapshot
-  is the transaction's, which later statements read on every node): the cut then spans every
-  node, and its blocks become the transaction's own, so every later statement, on any node, reads
-  the same cut (and its writes go into those blocks).
+- the first statement of a REPEATABLE READ transaction, whatever it reads or writes, a DO block or
+  CALL included (its snapshot is the transaction's, which later statements read on every node):
+  the cut then spans every node, and its blocks become the transaction's own, so every later
+  statement, on any node, reads the same cut (and its writes go into those blocks).
 
 Not covered, and documented: SERIALIZABLE, STABLE functions called by statements other than a
-SELECT (or from an index condition), and a REPEATABLE READ transaction whose first statement runs
-in a function or DO block.
+SELECT (or from an index condition), and a REPEATABLE READ transaction whose first statement is a
+utility statement other than DO and CALL that reads tables (COPY, CREATE TABLE AS, EXPLAIN
+ANALYZE).
 """
 
 from __future__ import annotations
