@@ -361,16 +361,17 @@ first_of_repeatable_read(void)
  * Does the statement fix a REPEATABLE READ transaction's snapshot in a
  * database of a shoal cluster?  Whatever it reads, its snapshot becomes the
  * transaction's, which later statements read on every node: so it is a cut.
- * A nested statement that comes first runs in a utility statement that took
- * the snapshot (nested_utility: DO and CALL take the cut themselves).
+ * Nested statements never come first: they run in a statement that took the
+ * snapshot (or in planning), and DO and CALL take the cut themselves
+ * (nested_utility).
  */
 static bool
 takes_transaction_cut(QueryDesc *qd, int eflags)
 {
-	if (deferring || shoal_in_bgworker || !first_of_repeatable_read())
+	if (nesting > 0 || deferring || shoal_in_bgworker || !first_of_repeatable_read())
 		return false;
-	return nesting == 0 && no_cuts == 0 && shoal_consistent_snapshots &&
-		runs_on_active_snapshot(qd, eflags) && OidIsValid(get_extension_oid("shoal", true));
+	return no_cuts == 0 && shoal_consistent_snapshots && runs_on_active_snapshot(qd, eflags) &&
+		OidIsValid(get_extension_oid("shoal", true));
 }
 
 /*
