@@ -141,24 +141,30 @@ copy_snapshot_into(Snapshot dst, Snapshot src)
  * Make the running statement's snapshot (and, in REPEATABLE READ, the
  * transaction's) current.  Called while the read gate is held, before the
  * statement has read anything.
+ *
+ * The fresh snapshot is taken into PostgreSQL's own full-size buffer and
+ * copied: a REPEATABLE READ transaction's snapshot is a copy whose arrays
+ * only hold the transaction ids it had, and GetSnapshotData() into it would
+ * write past them when more transactions run now.  The catalog snapshot goes,
+ * so that no registered snapshot keeps an older xmin than the ones changed in
+ * place.
  */
 void
 shoal_refresh_snapshot(void)
 {
 	Snapshot	active;
+	Snapshot	fresh;
 
 	if (!ActiveSnapshotSet())
 		elog(ERROR, "shoal: no statement snapshot to refresh");
 	active = GetActiveSnapshot();
+	fresh = GetLatestSnapshot();
 	if (IsolationUsesXactSnapshot())
 	{
-		Snapshot	transaction = GetTransactionSnapshot();
-
-		GetSnapshotData(transaction);
-		copy_snapshot_into(active, transaction);
+		copy_snapshot_into(GetTransactionSnapshot(), fresh);
+		InvalidateCatalogSnapshot();
 	}
-	else
-		copy_snapshot_into(active, GetLatestSnapshot());
+	copy_snapshot_into(active, fresh);
 }
 
 /* ---------------------------------------------------------------------
