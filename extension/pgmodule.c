@@ -667,6 +667,13 @@ pg_current_cut(PyObject *self, PyObject *unused)
 	return PyLong_FromLong(shoal_current_cut);
 }
 
+/* serializable(): is the transaction SERIALIZABLE? */
+static PyObject *
+pg_serializable(PyObject *self, PyObject *unused)
+{
+	return PyBool_FromLong(IsolationIsSerializable());
+}
+
 /* crash(): end this process at once, as a crash would (shoal.crash_point, tests only). */
 static PyObject *
 pg_crash(PyObject *self, PyObject *unused)
@@ -730,6 +737,7 @@ static PyMethodDef pg_methods[] = {
 	{"refresh_snapshot", pg_refresh_snapshot, METH_NOARGS,
 	"The running statement's snapshot (and a REPEATABLE READ transaction's) becomes current."},
 	{"current_cut", pg_current_cut, METH_NOARGS, "The cut the scan starting now reads in (0: none)."},
+	{"serializable", pg_serializable, METH_NOARGS, "serializable() -> bool: is the transaction SERIALIZABLE?"},
 	{"in_worker", pg_in_worker, METH_NOARGS,
 	"True in shoal's multiplexer and workers."},
 	{"join_transaction", pg_join_transaction, METH_O,

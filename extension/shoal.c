@@ -158,6 +158,7 @@ shoal_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnly
 	PlannedStmt *original;
 	PyObject   *after;
 
+	shoal_utility_cut(pstmt);
 	if (IsA(parsetree, TransactionStmt) &&
 		((TransactionStmt *) parsetree)->kind == TRANS_STMT_PREPARE)
 	{

@@ -216,6 +216,7 @@ extern PyObject *shoal_scan_handler(ForeignScanState *node);
 extern void shoal_scan_start_deferred(ForeignScanState *node, int cut);
 extern bool shoal_defer_scan(ForeignScanState *node, Oid server);
 extern void shoal_snapshot_init(void);
+extern void shoal_utility_cut(PlannedStmt *pstmt);
 extern bool shoal_has_foreign_partitions(Oid relid);
 extern bool shoal_gate_acquire(bool write, bool wait, bool session);
 extern void shoal_gate_release(bool write, bool session);

@@ -19,7 +19,9 @@
  * taken if two nodes or more are read, or one other node more than once
  * (two scans of it, or a scan that runs again: in a nested loop's inner
  * side or a subplan), and then the scans start.  The first statement of a
- * REPEATABLE READ transaction takes one whatever it reads.
+ * REPEATABLE READ transaction takes one whatever it reads, utility
+ * statements included.  SERIALIZABLE transactions take none: they never
+ * reach other nodes (shoal.fdw.transport refuses).
  *-------------------------------------------------------------------------
  */
 #include "shoal.h"
@@ -368,8 +370,8 @@ first_of_repeatable_read(void)
  * database of a shoal cluster?  Whatever it reads, its snapshot becomes the
  * transaction's, which later statements read on every node: so it is a cut.
  * Nested statements never come first: they run in a statement that took the
- * snapshot (or in planning), and DO and CALL take the cut themselves
- * (nested_utility).
+ * snapshot (or in planning); a utility statement that comes first takes the
+ * cut itself (shoal_utility_cut), before the statements it runs.
  */
 static bool
 takes_transaction_cut(QueryDesc *qd, int eflags)
@@ -572,33 +574,58 @@ shoal_executor_run(QueryDesc *qd, ScanDirection direction, uint64 count, bool ex
 	PG_END_TRY();
 }
 
+/*
+ * Does a utility statement, first in a REPEATABLE READ transaction, fix a
+ * snapshot that statements read on?  In a transaction block, later
+ * statements read on it; alone, it matters when the statement reads tables
+ * itself or runs statements that do.
+ */
+static bool
+utility_fixes_snapshot(PlannedStmt *pstmt)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if (IsTransactionBlock())
+		return true;
+	return IsA(stmt, DoStmt) || IsA(stmt, CallStmt) || IsA(stmt, CopyStmt) ||
+		IsA(stmt, CreateTableAsStmt) || IsA(stmt, ExplainStmt) || IsA(stmt, ExecuteStmt) ||
+		IsA(stmt, RefreshMatViewStmt) || IsA(stmt, DeclareCursorStmt);
+}
+
+/*
+ * A utility statement that takes a REPEATABLE READ transaction's snapshot
+ * is its first statement: it takes the transaction's cut, before shoal's
+ * DDL handling sends anything to other nodes (shoal_process_utility calls
+ * this first).  Statements it runs (COPY's or EXPLAIN ANALYZE's query, a DO
+ * block's) are nested, and read in that cut.
+ */
+void
+shoal_utility_cut(PlannedStmt *pstmt)
+{
+	if (nesting > 0 || shoal_in_bgworker || !PlannedStmtRequiresSnapshot(pstmt) ||
+		!first_of_repeatable_read())
+		return;
+	if (!utility_fixes_snapshot(pstmt) || !shoal_consistent_snapshots || no_cuts > 0 ||
+		IsolationIsSerializable() || !ActiveSnapshotSet() || !OidIsValid(get_extension_oid("shoal", true)))
+		return;
+	shoal_python_ensure();
+	no_cuts++;
+	PG_TRY();
+	{
+		(void) take_cut(NIL, true, true, true);
+	}
+	PG_FINALLY();
+	{
+		no_cuts--;
+	}
+	PG_END_TRY();
+}
+
 static void
 nested_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 			   ProcessUtilityContext context, ParamListInfo params, QueryEnvironment *queryEnv,
 			   DestReceiver *dest, QueryCompletion *qc)
 {
-	/*
-	 * A utility statement that took the transaction's snapshot was its first
-	 * statement.  DO and CALL run statements on it: it is the cut then.
-	 */
-	if (nesting == 0 && !shoal_in_bgworker && PlannedStmtRequiresSnapshot(pstmt) &&
-		first_of_repeatable_read() &&
-		(IsA(pstmt->utilityStmt, DoStmt) || IsA(pstmt->utilityStmt, CallStmt)) &&
-		shoal_consistent_snapshots && no_cuts == 0 && !IsolationIsSerializable() &&
-		ActiveSnapshotSet() && OidIsValid(get_extension_oid("shoal", true)))
-	{
-		shoal_python_ensure();
-		no_cuts++;
-		PG_TRY();
-		{
-			(void) take_cut(NIL, true, true, true);
-		}
-		PG_FINALLY();
-		{
-			no_cuts--;
-		}
-		PG_END_TRY();
-	}
 	nesting++;
 	PG_TRY();
 	{

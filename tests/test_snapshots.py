@@ -168,19 +168,99 @@ def test_repeatable_read_keeps_one_cut_on_every_node(nodes: list[Node]) -> None:
 @pytest.mark.parametrize(("first", "row_on"), [("SELECT now()", None),
                                                ("DO $$ BEGIN PERFORM 1; END $$", None),
                                                ("UPDATE acct SET balance = balance WHERE id = %s", 0),
-                                               ("UPDATE acct SET balance = balance WHERE id = %s", 2)])
+                                               ("UPDATE acct SET balance = balance WHERE id = %s", 2),
+                                               ("COPY (SELECT 1) TO STDOUT", None),
+                                               ("CREATE TEMP TABLE first_ctas AS SELECT 1 AS x", None),
+                                               ("EXPLAIN ANALYZE SELECT 1", None),
+                                               ("EXECUTE first_prepared", None),
+                                               ("DECLARE first_cursor CURSOR FOR SELECT 1", None),
+                                               ("CREATE TEMP TABLE first_ddl (x int)", None)])
 def test_repeatable_read_is_a_cut_whatever_its_first_statement(nodes: list[Node], first: str,
                                                                row_on: int | None) -> None:
     """The first statement fixes the transaction's snapshot here, whether it reads a shoal table,
-    none, or writes (here or on another node): later reads of other nodes see the same instant."""
+    none, or writes (here or on another node), or is a utility statement: later reads of other
+    nodes see the same instant."""
     n1, n2, _ = nodes
     on_n2 = local_ids(n2)[0]
-    with psycopg.connect(n1.conninfo) as reader:
+    with psycopg.connect(n1.conninfo, autocommit=True) as reader:
+        reader.execute("PREPARE first_prepared AS SELECT 1")
+        reader.autocommit = False
         reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        reader.execute(first, (local_ids(nodes[row_on])[0],) if row_on is not None else ())
+        if first.startswith("COPY"):
+            with reader.cursor().copy(first) as copy:
+                assert list(copy)
+        else:
+            reader.execute(first, (local_ids(nodes[row_on])[0],) if row_on is not None else ())
         sql(n1, "UPDATE acct SET balance = 0 WHERE id = %s", (on_n2,))
         assert reader.execute("SELECT balance FROM acct WHERE id = %s", (on_n2,)).fetchone()[0] == 100
         assert reader.execute("SELECT sum(balance) FROM acct").fetchone()[0] == TOTAL
+
+
+@pytest.mark.parametrize("statement", ["COPY (SELECT id, balance FROM acct) TO STDOUT",
+                                       "CREATE TEMP TABLE acct_copy AS SELECT * FROM acct",
+                                       "EXPLAIN ANALYZE SELECT * FROM acct"])
+@pytest.mark.parametrize("level", ["read committed", "repeatable read"])
+def test_utility_statements_read_in_one_cut(nodes: list[Node], statement: str, level: str) -> None:
+    """COPY, CREATE TABLE AS and EXPLAIN ANALYZE run a query over every node: in one cut, alone
+    or first in a REPEATABLE READ transaction."""
+    n1 = nodes[0]
+    with psycopg.connect(n1.conninfo, autocommit=True) as reader:
+        reader.execute(f"SET default_transaction_isolation = '{level}'")
+        reader.execute("DROP TABLE IF EXISTS acct_copy")
+        with half_committed(nodes):
+            started = time.monotonic()
+            if statement.startswith("COPY"):
+                with reader.cursor().copy(statement) as copy:
+                    lines = bytes(b"".join(copy)).splitlines()
+                total = sum(int(line.split(b"\t")[1]) for line in lines)
+            else:
+                cursor = reader.execute(statement)
+                if statement.startswith("EXPLAIN"):
+                    assert "actual" in cursor.fetchone()[0]
+                    total = TOTAL  # what it read does not show; that it waited does
+                else:
+                    total = reader.execute("SELECT sum(balance) FROM acct_copy").fetchone()[0]
+            waited = time.monotonic() - started
+    # the cut waited for the transfer's second phase, then saw all of it
+    assert total == TOTAL and waited > 0.5
+
+
+def test_ddl_first_in_repeatable_read(nodes: list[Node]) -> None:
+    """DDL on a distributed table as a REPEATABLE READ transaction's first statement: its remote
+    part goes into the blocks of the transaction's cut."""
+    n1 = nodes[0]
+    with psycopg.connect(n1.conninfo) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute("ALTER TABLE acct ADD COLUMN note text")
+        assert conn.execute("SELECT sum(balance), count(note) FROM acct").fetchone() == (TOTAL, 0)
+        conn.rollback()
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute("ALTER TABLE acct ADD COLUMN note text")
+        conn.commit()
+        assert conn.execute("SELECT count(*) FROM acct WHERE note IS NULL").fetchone()[0] == 60
+        conn.execute("ALTER TABLE acct DROP COLUMN note")
+        conn.commit()
+
+
+def test_serializable_is_refused_on_other_nodes(nodes: list[Node]) -> None:
+    """Each node's serializable checks would see only its own part: shoal says so, as a hot
+    standby does, rather than promise what it cannot check."""
+    n1, n2, _ = nodes
+    with psycopg.connect(n1.conninfo) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        here = local_ids(n1)[0]
+        assert conn.execute("SELECT balance FROM acct WHERE id = %s", (here,)).fetchone()[0] == 100
+        conn.execute("UPDATE acct SET balance = balance + 1 WHERE id = %s", (here,))
+        with pytest.raises(psycopg.errors.FeatureNotSupported,
+                           match="cannot use serializable mode on other shoal nodes") as failure:
+            conn.execute("SELECT balance FROM acct WHERE id = %s", (local_ids(n2)[0],))
+        assert "REPEATABLE READ" in (failure.value.diag.message_hint or "")
+        conn.rollback()
+        conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("UPDATE acct SET balance = 0 WHERE id = %s", (local_ids(n2)[0],))
+        conn.rollback()
+    assert sql(n1, "SELECT sum(balance) FROM acct")[0][0] == TOTAL
 
 
 def test_repeatable_read_that_lost_its_cut_on_a_node_fails(nodes: list[Node]) -> None:

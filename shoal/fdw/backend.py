@@ -124,6 +124,11 @@ def current_cut() -> int:
     return _require().current_cut()
 
 
+def serializable() -> bool:
+    """Is the local transaction SERIALIZABLE?"""
+    return _require().serializable()
+
+
 def admit(slots: int, wait: bool) -> None:
     """Take one of this node's ``slots`` for transactions holding blocks on other nodes, waiting
     for one (as for a lock) if ``wait``; the slot is this transaction's until it ends."""

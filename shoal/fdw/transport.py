@@ -106,6 +106,12 @@ def run(node: str, sql: str, types: list[int], params: list[str | None], write: 
         cache: bool = True) -> Stream:
     """Send one statement to ``node``; its result streams back (binary tuple data).  ``cache``:
     the worker keeps the statement's plan for the next time (not worth it for DDL)."""
+    if backend.serializable():
+        # each node's serializable checks see only its own part of the transaction: they could
+        # not catch an anomaly across nodes, so shoal refuses rather than promise it
+        raise FeatureNotSupported("cannot use serializable mode on other shoal nodes",
+                                  hint="You can use REPEATABLE READ instead: it sees one cut of "
+                                       "every node for the whole transaction.")
     client = mux.connect()
     xact = _transaction() if write or (_current is not None and node in _current.depth) else None
     key = None

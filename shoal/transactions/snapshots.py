@@ -34,15 +34,15 @@ What takes a cut (extension/snapshot.c decides, this module takes it):
   must see its writes), which holds a snapshot taken under the gate for the statement's reads.
   One that calls STABLE functions in SQL or a procedural language takes a cut of every node: their
   statements run on its snapshot, and read in its cut, wherever they read;
-- the first statement of a REPEATABLE READ transaction, whatever it reads or writes, a DO block or
-  CALL included (its snapshot is the transaction's, which later statements read on every node):
+- the first statement of a REPEATABLE READ transaction, whatever it reads or writes, utility
+  statements included (its snapshot is the transaction's, which later statements read on every node):
   the cut then spans every node, and its blocks become the transaction's own, so every later
   statement, on any node, reads the same cut (and its writes go into those blocks).
 
-Not covered, and documented: SERIALIZABLE, STABLE functions called by statements other than a
-SELECT (or from an index condition), and a REPEATABLE READ transaction whose first statement is a
-utility statement other than DO and CALL that reads tables (COPY, CREATE TABLE AS, EXPLAIN
-ANALYZE).
+SERIALIZABLE transactions never reach other nodes (shoal.fdw.transport refuses): each node's
+serializable checks would see only its part.  Not covered, and documented: STABLE functions called
+by statements other than a SELECT (or from an index condition), and READ COMMITTED statements that
+write while they read several nodes.
 """
 
 from __future__ import annotations
