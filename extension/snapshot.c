@@ -70,7 +70,8 @@ static List *running_snapshots = NIL;	/* of the statements in ExecutorRun */
 /* scans deferred while the executor of a candidate statement starts */
 static bool deferring = false;
 static List *deferred = NIL;	/* ForeignScanState */
-static List *deferred_servers = NIL;	/* their servers' OIDs, distinct */
+static List *deferred_reads = NIL;	/* those that only read (not a write's target) */
+static List *deferred_servers = NIL;	/* the servers' OIDs of those, distinct */
 
 /* statements holding a cut: QueryDesc and cut id, in pairs */
 static List *cut_queries = NIL;
@@ -179,7 +180,12 @@ shoal_defer_scan(ForeignScanState *node, Oid server)
 	if (!deferring)
 		return false;
 	deferred = lappend(deferred, node);
-	deferred_servers = list_append_unique_oid(deferred_servers, server);
+	/* a write's target is read in the transaction's own block, for the newest row versions */
+	if (!ExecRelationIsTargetRelation(node->ss.ps.state, ((Scan *) node->ss.ps.plan)->scanrelid))
+	{
+		deferred_reads = lappend(deferred_reads, node);
+		deferred_servers = list_append_unique_oid(deferred_servers, server);
+	}
 	return true;
 }
 
@@ -345,12 +351,28 @@ cut_of_snapshot(Snapshot snapshot)
 	return 0;
 }
 
+/*
+ * Does the statement read on a snapshot of its own, which a cut may refresh?
+ * A SELECT that locks rows (FOR UPDATE) reads them in the transaction's own
+ * blocks, as writes do; a write reads its other tables like a SELECT.
+ */
 static bool
-is_top_level_select(QueryDesc *qd, int eflags)
+reads_on_own_snapshot(QueryDesc *qd, int eflags)
 {
-	return qd->operation == CMD_SELECT &&
-		qd->plannedstmt->rowMarks == NIL &&
-		runs_on_active_snapshot(qd, eflags);
+	switch (qd->operation)
+	{
+		case CMD_SELECT:
+			if (qd->plannedstmt->rowMarks != NIL)
+				return false;
+			break;
+		case CMD_INSERT:
+		case CMD_UPDATE:
+		case CMD_DELETE:
+			break;
+		default:
+			return false;
+	}
+	return runs_on_active_snapshot(qd, eflags);
 }
 
 /* Is this the statement that took the REPEATABLE READ transaction's snapshot? */
@@ -423,6 +445,7 @@ static void
 shoal_executor_start(QueryDesc *qd, int eflags)
 {
 	List	   *volatile scans = NIL;
+	List	   *volatile reads = NIL;
 	List	   *volatile servers = NIL;
 	bool		reads_locally;
 	bool		whole_transaction;
@@ -440,7 +463,7 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 	if (!whole_transaction && inherited == 0 &&
 		(!shoal_consistent_snapshots || no_cuts > 0 || deferring || shoal_in_bgworker ||
 		 (nesting > 0 && list_member_ptr(running_snapshots, qd->snapshot)) ||
-		 !is_top_level_select(qd, eflags)))
+		 !reads_on_own_snapshot(qd, eflags)))
 	{
 		if (prev_executor_start)
 			prev_executor_start(qd, eflags);
@@ -450,6 +473,7 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 	}
 	deferring = true;
 	deferred = NIL;
+	deferred_reads = NIL;
 	deferred_servers = NIL;
 	PG_TRY();
 	{
@@ -462,8 +486,10 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 	{
 		deferring = false;
 		scans = deferred;
+		reads = deferred_reads;
 		servers = deferred_servers;
 		deferred = NIL;
+		deferred_reads = NIL;
 		deferred_servers = NIL;
 	}
 	PG_END_TRY();
@@ -484,18 +510,20 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 	 * A REPEATABLE READ transaction keeps the snapshot of its first
 	 * statement.  In READ COMMITTED, a statement needs one when it reads two
 	 * nodes or more, or one other node more than once, or calls functions
-	 * that read on its snapshot (wherever they read).
+	 * that read on its snapshot (wherever they read).  A write's targets are
+	 * not reads: they are read for the newest row versions, in the
+	 * transaction's own blocks.
 	 */
 	if (whole_transaction || every_node ||
 		(!IsolationUsesXactSnapshot() &&
 		 (list_length(servers) + (reads_locally ? 1 : 0) >= 2 ||
-		  (servers != NIL && (list_length(scans) >= 2 ||
+		  (servers != NIL && (list_length(reads) >= 2 ||
 							  rescans_foreign_walker(qd->planstate, NULL))))))
 	{
 		no_cuts++;				/* the catalog reads of taking it are not the client's */
 		PG_TRY();
 		{
-			cut = take_cut(scans, reads_locally || every_node, whole_transaction || every_node,
+			cut = take_cut(reads, reads_locally || every_node, whole_transaction || every_node,
 						   whole_transaction);
 		}
 		PG_FINALLY();

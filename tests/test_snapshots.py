@@ -225,6 +225,32 @@ def test_utility_statements_read_in_one_cut(nodes: list[Node], statement: str, l
     assert total == TOTAL and waited > 0.5
 
 
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO totals SELECT sum(balance) FROM acct",
+    "INSERT INTO acct SELECT 1000 + id, balance FROM acct",
+    "UPDATE acct SET balance = balance + (SELECT sum(balance) FROM acct) - %(total)s WHERE id = %(on_n2)s",
+    "WITH moved AS (UPDATE acct SET balance = balance WHERE id = %(on_n2)s RETURNING balance) "
+    "INSERT INTO totals SELECT sum(balance) FROM acct",
+    "INSERT INTO totals SELECT acct_total()"])
+def test_a_write_reads_other_nodes_in_one_cut(nodes: list[Node], statement: str) -> None:
+    """A write that reads several nodes (INSERT ... SELECT, a subquery, a CTE, a STABLE function)
+    reads them in one cut."""
+    n1, n2, _ = nodes
+    sql(n1, "CREATE OR REPLACE FUNCTION acct_total() RETURNS bigint STABLE LANGUAGE sql AS "
+            "$$ SELECT sum(balance) FROM acct $$")
+    sql(n1, "CREATE TABLE IF NOT EXISTS totals (total bigint)")
+    sql(n1, "TRUNCATE totals")
+    values = {"total": TOTAL, "on_n2": local_ids(n2)[1]}
+    with half_committed(nodes):
+        started = time.monotonic()
+        sql(n1, statement, values)
+        waited = time.monotonic() - started
+    assert waited > 0.5  # it waited for the transfer's second phase
+    assert sql(n1, "SELECT coalesce(sum(total), %s) FROM totals", (TOTAL,))[0][0] == TOTAL
+    assert sql(n1, "SELECT coalesce(sum(balance), %s) FROM acct WHERE id > 1000", (TOTAL,))[0][0] == TOTAL
+    assert sql(n1, "SELECT balance FROM acct WHERE id = %s", (values["on_n2"],))[0][0] == 100
+
+
 def test_ddl_first_in_repeatable_read(nodes: list[Node]) -> None:
     """DDL on a distributed table as a REPEATABLE READ transaction's first statement: its remote
     part goes into the blocks of the transaction's cut."""

@@ -25,10 +25,11 @@ if one is held, give all of theirs back and start over.  So the gates cannot dea
 
 What takes a cut (extension/snapshot.c decides, this module takes it):
 
-- a SELECT in READ COMMITTED with a snapshot of its own (a client's, or one of a VOLATILE function
-  or a DO block) that reads two nodes or more (after pruning), or one other node more than once
-  (two scans of it, or a scan in a nested loop's inner side or a subplan, which sends a request per
-  run): its snapshot here is refreshed under the gate, and on each other node one transaction block
+- a statement in READ COMMITTED with a snapshot of its own (a client's, or one of a VOLATILE
+  function or a DO block), a SELECT or the reads of a write (not the rows it changes, which it
+  reads at their newest version in the transaction's own block), that reads two nodes or more
+  (after pruning), or one other node more than once (two scans of it, or a scan in a nested loop's
+  inner side or a subplan, which sends a request per run): its snapshot here is refreshed under the gate, and on each other node one transaction block
   holds the snapshot for the statement's remote reads (read-only, REPEATABLE READ, ended with the
   statement).  On a node where the transaction has written, its reads go to its own block (they
   must see its writes), which holds a snapshot taken under the gate for the statement's reads.
@@ -41,8 +42,7 @@ What takes a cut (extension/snapshot.c decides, this module takes it):
 
 SERIALIZABLE transactions never reach other nodes (shoal.fdw.transport refuses): each node's
 serializable checks would see only its part.  Not covered, and documented: STABLE functions called
-by statements other than a SELECT (or from an index condition), and READ COMMITTED statements that
-write while they read several nodes.
+from an index condition, MERGE, and SELECT ... FOR UPDATE (which reads as writes do).
 """
 
 from __future__ import annotations
