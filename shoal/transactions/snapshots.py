@@ -29,9 +29,9 @@ What takes a cut (extension/snapshot.c decides, this module takes it):
   function or a DO block), a SELECT or the reads of a write (not the rows it changes, which it
   reads at their newest version in the transaction's own block), that reads two nodes or more
   (after pruning), or one other node more than once (two scans of it, or a scan in a nested loop's
-  inner side or a subplan, which sends a request per run): its snapshot here is refreshed under the gate, and on each other node one transaction block
-  holds the snapshot for the statement's remote reads (read-only, REPEATABLE READ, ended with the
-  statement).  On a node where the transaction has written, its reads go to its own block (they
+  inner side or a subplan, which sends a request per run): its snapshot here is refreshed under
+  the gate, and on each other node one transaction block holds the snapshot for the statement's
+  remote reads (read-only, REPEATABLE READ, ended with the statement).  On a node where the transaction has written, its reads go to its own block (they
   must see its writes), which holds a snapshot taken under the gate for the statement's reads.
   One that calls STABLE functions in SQL or a procedural language takes a cut of every node: their
   statements run on its snapshot, and read in its cut, wherever they read;
