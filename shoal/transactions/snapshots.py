@@ -31,10 +31,11 @@ What takes a cut (extension/snapshot.c decides, this module takes it):
   (after pruning), or one other node more than once (two scans of it, or a scan in a nested loop's
   inner side or a subplan, which sends a request per run): its snapshot here is refreshed under
   the gate, and on each other node one transaction block holds the snapshot for the statement's
-  remote reads (read-only, REPEATABLE READ, ended with the statement).  On a node where the transaction has written, its reads go to its own block (they
-  must see its writes), which holds a snapshot taken under the gate for the statement's reads.
-  One that calls STABLE functions in SQL or a procedural language takes a cut of every node: their
-  statements run on its snapshot, and read in its cut, wherever they read;
+  remote reads (read-only, REPEATABLE READ, ended with the statement).  On a node where the
+  transaction has written, its reads go to its own block (they must see its writes), which holds a
+  snapshot taken under the gate for the statement's reads.  One that calls STABLE functions in SQL
+  or a procedural language takes a cut of every node: their statements run on its snapshot, and
+  read in its cut, wherever they read;
 - the first statement of a REPEATABLE READ transaction, whatever it reads or writes, utility
   statements included (its snapshot is the transaction's, which later statements read on every node):
   the cut then spans every node, and its blocks become the transaction's own, so every later
