@@ -465,10 +465,26 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 		 (nesting > 0 && list_member_ptr(running_snapshots, qd->snapshot)) ||
 		 !reads_on_own_snapshot(qd, eflags)))
 	{
-		if (prev_executor_start)
-			prev_executor_start(qd, eflags);
-		else
-			standard_ExecutorStart(qd, eflags);
+		/*
+		 * A statement that runs while another's executor starts (a function
+		 * that initial pruning calls) starts its own scans: its executor
+		 * state is gone before the other's scans start.
+		 */
+		bool		outer_deferring = deferring;
+
+		deferring = false;
+		PG_TRY();
+		{
+			if (prev_executor_start)
+				prev_executor_start(qd, eflags);
+			else
+				standard_ExecutorStart(qd, eflags);
+		}
+		PG_FINALLY();
+		{
+			deferring = outer_deferring;
+		}
+		PG_END_TRY();
 		return;
 	}
 	deferring = true;

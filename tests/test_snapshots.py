@@ -128,6 +128,18 @@ def test_a_stable_function_reads_in_its_callers_cut(nodes: list[Node]) -> None:
     assert sql(n2, "SELECT acct_sum()", shoal__consistent_snapshots="off") == [(TOTAL,)]
 
 
+def test_a_function_that_partition_pruning_calls_reads_other_nodes(nodes: list[Node]) -> None:
+    """Initial pruning calls the function while the statement's executor starts, and its scans
+    were taken for the caller's (then freed with the function's executor): a SystemError."""
+    n1 = nodes[0]
+    sql(n1, "CREATE OR REPLACE FUNCTION acct_count() RETURNS int STABLE LANGUAGE sql AS "
+            "$$ SELECT count(*)::int FROM acct $$")
+    assert sql(n1, "SELECT id, balance FROM acct WHERE id = acct_count()") == [(60, 100)]
+    assert sql(n1, "SELECT id FROM acct WHERE id = acct_count() - 1") == [(59,)]
+    sql(n1, "UPDATE acct SET balance = 7 WHERE id = acct_count()")
+    assert sql(n1, "SELECT sum(balance) FROM acct")[0][0] == TOTAL - 93
+
+
 def test_a_single_node_read_takes_no_cut(nodes: list[Node]) -> None:
     n1, n2, _ = nodes
     one = local_ids(n2)[0]
