@@ -441,12 +441,38 @@ take_cut(List *scans, bool reads_locally, bool every_node, bool whole_transactio
 	return (int) cut;
 }
 
+/*
+ * Start the executor with its foreign scans deferred, or started as they
+ * come.  A statement that runs while another's executor starts (a function
+ * that initial pruning calls) starts its own: its executor state is gone
+ * before the other's scans start.
+ */
+static void
+start_executor(QueryDesc *qd, int eflags, bool defer)
+{
+	bool		outer = deferring;
+
+	deferring = defer;
+	PG_TRY();
+	{
+		if (prev_executor_start)
+			prev_executor_start(qd, eflags);
+		else
+			standard_ExecutorStart(qd, eflags);
+	}
+	PG_FINALLY();
+	{
+		deferring = outer;
+	}
+	PG_END_TRY();
+}
+
 static void
 shoal_executor_start(QueryDesc *qd, int eflags)
 {
-	List	   *volatile scans = NIL;
-	List	   *volatile reads = NIL;
-	List	   *volatile servers = NIL;
+	List	   *scans;
+	List	   *reads;
+	List	   *servers;
 	bool		reads_locally;
 	bool		whole_transaction;
 	bool		every_node = false;
@@ -465,50 +491,19 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 		 (nesting > 0 && list_member_ptr(running_snapshots, qd->snapshot)) ||
 		 !reads_on_own_snapshot(qd, eflags)))
 	{
-		/*
-		 * A statement that runs while another's executor starts (a function
-		 * that initial pruning calls) starts its own scans: its executor
-		 * state is gone before the other's scans start.
-		 */
-		bool		outer_deferring = deferring;
-
-		deferring = false;
-		PG_TRY();
-		{
-			if (prev_executor_start)
-				prev_executor_start(qd, eflags);
-			else
-				standard_ExecutorStart(qd, eflags);
-		}
-		PG_FINALLY();
-		{
-			deferring = outer_deferring;
-		}
-		PG_END_TRY();
+		start_executor(qd, eflags, false);
 		return;
 	}
-	deferring = true;
 	deferred = NIL;
 	deferred_reads = NIL;
 	deferred_servers = NIL;
-	PG_TRY();
-	{
-		if (prev_executor_start)
-			prev_executor_start(qd, eflags);
-		else
-			standard_ExecutorStart(qd, eflags);
-	}
-	PG_FINALLY();
-	{
-		deferring = false;
-		scans = deferred;
-		reads = deferred_reads;
-		servers = deferred_servers;
-		deferred = NIL;
-		deferred_reads = NIL;
-		deferred_servers = NIL;
-	}
-	PG_END_TRY();
+	start_executor(qd, eflags, true);
+	scans = deferred;
+	reads = deferred_reads;
+	servers = deferred_servers;
+	deferred = NIL;
+	deferred_reads = NIL;
+	deferred_servers = NIL;
 
 	if (inherited != 0)
 	{
