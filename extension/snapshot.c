@@ -213,7 +213,9 @@ reads_locally_walker(PlanState *ps, void *context)
 {
 	if (ps == NULL)
 		return false;
-	if (is_local_scan(ps))
+	/* a write's target is read at its newest row versions, on no snapshot to keep */
+	if (is_local_scan(ps) &&
+		!ExecRelationIsTargetRelation(ps->state, ((Scan *) ps->plan)->scanrelid))
 		return true;
 	return planstate_tree_walker(ps, reads_locally_walker, context);
 }

@@ -142,10 +142,13 @@ def test_a_function_that_partition_pruning_calls_reads_other_nodes(nodes: list[N
 
 def test_a_single_node_read_takes_no_cut(nodes: list[Node]) -> None:
     n1, n2, _ = nodes
-    one = local_ids(n2)[0]
+    one, mine = local_ids(n2)[0], local_ids(n1)[2]
     with half_committed(nodes):
         started = time.monotonic()
         sql(n1, "SELECT balance FROM acct WHERE id = %s", (one,))  # one remote node only
+        # a write reads one remote node: the row it changes here is no read
+        sql(n1, "UPDATE acct SET balance = balance + (SELECT balance FROM acct WHERE id = %s) - 100 "
+                "WHERE id = %s", (one, mine))
         assert time.monotonic() - started < 1.0
 
 
