@@ -73,6 +73,16 @@ static List *deferred = NIL;	/* ForeignScanState */
 static List *deferred_reads = NIL;	/* those that only read (not a write's target) */
 static List *deferred_servers = NIL;	/* the servers' OIDs of those, distinct */
 
+/*
+ * The statement whose executor is starting with its scans deferred, and the
+ * cut taken for it while it starts (early_taken, early_cut), when initial
+ * pruning called a function that reads.
+ */
+static QueryDesc *starting = NULL;
+static bool starting_whole = false;
+static bool early_taken = false;
+static int	early_cut = 0;
+
 /* statements holding a cut: QueryDesc and cut id, in pairs */
 static List *cut_queries = NIL;
 static List *cut_ids = NIL;
@@ -296,9 +306,10 @@ calls_user_stable_walker(Node *node, void *context)
 
 /*
  * Does the plan call a STABLE function that may read tables (one in SQL or
- * a procedural language), in its target lists, conditions, FROM functions
- * or VALUES?  Its statements run on the caller's snapshot, and read in the
- * caller's cut: that cut must then span every node.
+ * a procedural language), in its target lists, conditions (index conditions
+ * too), FROM functions or VALUES?  Its statements run on the caller's
+ * snapshot, and read in the caller's cut: that cut must then span every
+ * node.
  */
 static bool
 calls_user_stable_planstate_walker(PlanState *ps, void *context)
@@ -325,6 +336,20 @@ calls_user_stable_planstate_walker(PlanState *ps, void *context)
 			break;
 		case T_ValuesScan:
 			if (calls_user_stable_walker((Node *) ((ValuesScan *) plan)->values_lists, NULL))
+				return true;
+			break;
+		case T_IndexScan:
+			if (calls_user_stable_walker((Node *) ((IndexScan *) plan)->indexqualorig, NULL) ||
+				calls_user_stable_walker((Node *) ((IndexScan *) plan)->indexorderbyorig, NULL))
+				return true;
+			break;
+		case T_IndexOnlyScan:
+			if (calls_user_stable_walker((Node *) ((IndexOnlyScan *) plan)->indexqual, NULL) ||
+				calls_user_stable_walker((Node *) ((IndexOnlyScan *) plan)->indexorderby, NULL))
+				return true;
+			break;
+		case T_BitmapIndexScan:
+			if (calls_user_stable_walker((Node *) ((BitmapIndexScan *) plan)->indexqualorig, NULL))
 				return true;
 			break;
 		case T_Result:
@@ -443,6 +468,26 @@ take_cut(List *scans, bool reads_locally, bool every_node, bool whole_transactio
 	return (int) cut;
 }
 
+/* take_cut, with the catalog reads of taking it not counted as the client's */
+static int
+take_cut_guarded(List *scans, bool reads_locally, bool every_node, bool whole_transaction)
+{
+	int			cut = 0;
+
+	shoal_python_ensure();
+	no_cuts++;
+	PG_TRY();
+	{
+		cut = take_cut(scans, reads_locally, every_node, whole_transaction);
+	}
+	PG_FINALLY();
+	{
+		no_cuts--;
+	}
+	PG_END_TRY();
+	return cut;
+}
+
 /*
  * Start the executor with its foreign scans deferred, or started as they
  * come.  A statement that runs while another's executor starts (a function
@@ -469,12 +514,78 @@ start_executor(QueryDesc *qd, int eflags, bool defer)
 	PG_END_TRY();
 }
 
+/*
+ * Start the executor of qd with its scans deferred: they come back in scans
+ * (those that only read, and their servers, in reads and servers).  taken
+ * and cut: the cut taken while it started (a function that initial pruning
+ * called).  Statements starting meanwhile have lists of their own.
+ */
+static void
+start_deferring(QueryDesc *qd, int eflags, bool whole_transaction, List **scans, List **reads,
+				List **servers, bool *taken, int *cut)
+{
+	List	   *outer_deferred = deferred;
+	List	   *outer_reads = deferred_reads;
+	List	   *outer_servers = deferred_servers;
+	QueryDesc  *outer_starting = starting;
+	bool		outer_whole = starting_whole;
+	bool		outer_taken = early_taken;
+	int			outer_cut = early_cut;
+
+	deferred = NIL;
+	deferred_reads = NIL;
+	deferred_servers = NIL;
+	starting = qd;
+	starting_whole = whole_transaction;
+	early_taken = false;
+	early_cut = 0;
+	PG_TRY();
+	{
+		start_executor(qd, eflags, true);
+		*scans = deferred;
+		*reads = deferred_reads;
+		*servers = deferred_servers;
+		*taken = early_taken;
+		*cut = early_cut;
+	}
+	PG_FINALLY();
+	{
+		deferred = outer_deferred;
+		deferred_reads = outer_reads;
+		deferred_servers = outer_servers;
+		starting = outer_starting;
+		starting_whole = outer_whole;
+		early_taken = outer_taken;
+		early_cut = outer_cut;
+	}
+	PG_END_TRY();
+}
+
+/* Start the deferred scans in the statement's cut (0: none), which ends with it. */
+static void
+start_in_cut(QueryDesc *qd, List *scans, int cut)
+{
+	ListCell   *lc;
+
+	if (cut != 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+		cut_queries = lappend(cut_queries, qd);
+		cut_ids = lappend_int(cut_ids, cut);
+		MemoryContextSwitchTo(old);
+	}
+	foreach(lc, scans)
+		shoal_scan_start_deferred(lfirst(lc), cut);
+}
+
 static void
 shoal_executor_start(QueryDesc *qd, int eflags)
 {
 	List	   *scans;
 	List	   *reads;
 	List	   *servers;
+	bool		taken;
 	bool		reads_locally;
 	bool		whole_transaction;
 	bool		every_node = false;
@@ -484,6 +595,23 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 
 	/* workers run other nodes' statements, inside the snapshots those nodes chose */
 	whole_transaction = takes_transaction_cut(qd, eflags);
+
+	/*
+	 * A statement that starts on the snapshot of a statement whose executor
+	 * is starting is a function that initial pruning calls (WHERE key =
+	 * f()): that statement takes its cut now, of every node, and the
+	 * function reads in it.
+	 */
+	if (deferring && starting != NULL && qd->snapshot == starting->snapshot && no_cuts == 0 &&
+		!shoal_in_bgworker)
+	{
+		if (!early_taken)
+		{
+			early_cut = take_cut_guarded(NIL, true, true, starting_whole);
+			early_taken = true;
+		}
+		inherited = early_cut;
+	}
 	/* on the snapshot of a running statement (in a STABLE function): in its cut, if it has one */
 	if (!whole_transaction && nesting > 0 && no_cuts == 0 && !deferring &&
 		list_member_ptr(running_snapshots, qd->snapshot))
@@ -496,16 +624,7 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 		start_executor(qd, eflags, false);
 		return;
 	}
-	deferred = NIL;
-	deferred_reads = NIL;
-	deferred_servers = NIL;
-	start_executor(qd, eflags, true);
-	scans = deferred;
-	reads = deferred_reads;
-	servers = deferred_servers;
-	deferred = NIL;
-	deferred_reads = NIL;
-	deferred_servers = NIL;
+	start_deferring(qd, eflags, whole_transaction, &scans, &reads, &servers, &taken, &cut);
 
 	if (inherited != 0)
 	{
@@ -513,12 +632,15 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 			shoal_scan_start_deferred(lfirst(lc), inherited);
 		return;
 	}
+	if (taken)
+	{
+		start_in_cut(qd, scans, whole_transaction ? 0 : cut);
+		return;
+	}
 	reads_locally = reads_locally_walker(qd->planstate, NULL);
 	if (!whole_transaction && !IsolationUsesXactSnapshot())
 		every_node = calls_user_stable_planstate_walker(qd->planstate, NULL) &&
 			OidIsValid(get_extension_oid("shoal", true));
-	if (whole_transaction || every_node)
-		shoal_python_ensure();
 	/*
 	 * A REPEATABLE READ transaction keeps the snapshot of its first
 	 * statement.  In READ COMMITTED, a statement needs one when it reads two
@@ -532,29 +654,9 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 		 (list_length(servers) + (reads_locally ? 1 : 0) >= 2 ||
 		  (servers != NIL && (list_length(reads) >= 2 ||
 							  rescans_foreign_walker(qd->planstate, NULL))))))
-	{
-		no_cuts++;				/* the catalog reads of taking it are not the client's */
-		PG_TRY();
-		{
-			cut = take_cut(reads, reads_locally || every_node, whole_transaction || every_node,
-						   whole_transaction);
-		}
-		PG_FINALLY();
-		{
-			no_cuts--;
-		}
-		PG_END_TRY();
-	}
-	if (cut != 0 && !whole_transaction)
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-
-		cut_queries = lappend(cut_queries, qd);
-		cut_ids = lappend_int(cut_ids, cut);
-		MemoryContextSwitchTo(old);
-	}
-	foreach(lc, scans)
-		shoal_scan_start_deferred(lfirst(lc), cut);
+		cut = take_cut_guarded(reads, reads_locally || every_node, whole_transaction || every_node,
+							   whole_transaction);
+	start_in_cut(qd, scans, whole_transaction ? 0 : cut);
 }
 
 static void
@@ -647,19 +749,10 @@ shoal_utility_cut(PlannedStmt *pstmt)
 		!first_of_repeatable_read())
 		return;
 	if (!utility_fixes_snapshot(pstmt) || !shoal_consistent_snapshots || no_cuts > 0 ||
-		IsolationIsSerializable() || !ActiveSnapshotSet() || !OidIsValid(get_extension_oid("shoal", true)))
+		IsolationIsSerializable() || !ActiveSnapshotSet() ||
+		!OidIsValid(get_extension_oid("shoal", true)))
 		return;
-	shoal_python_ensure();
-	no_cuts++;
-	PG_TRY();
-	{
-		(void) take_cut(NIL, true, true, true);
-	}
-	PG_FINALLY();
-	{
-		no_cuts--;
-	}
-	PG_END_TRY();
+	(void) take_cut_guarded(NIL, true, true, true);
 }
 
 static void
@@ -717,6 +810,7 @@ snapshot_xact_callback(XactEvent event, void *arg)
 		cut_queries = NIL;		/* TopTransactionContext goes away */
 		cut_ids = NIL;
 		deferring = false;
+		starting = NULL;
 	}
 }
 

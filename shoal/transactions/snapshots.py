@@ -35,15 +35,16 @@ What takes a cut (extension/snapshot.c decides, this module takes it):
   transaction has written, its reads go to its own block (they must see its writes), which holds a
   snapshot taken under the gate for the statement's reads.  One that calls STABLE functions in SQL
   or a procedural language takes a cut of every node: their statements run on its snapshot, and
-  read in its cut, wherever they read;
+  read in its cut, wherever they read (one that initial partition pruning calls, as its executor
+  starts, makes it take that cut right then);
 - the first statement of a REPEATABLE READ transaction, whatever it reads or writes, utility
   statements included (its snapshot is the transaction's, which later statements read on every node):
   the cut then spans every node, and its blocks become the transaction's own, so every later
   statement, on any node, reads the same cut (and its writes go into those blocks).
 
 SERIALIZABLE transactions never reach other nodes (shoal.fdw.transport refuses): each node's
-serializable checks would see only its part.  Not covered, and documented: STABLE functions called
-from an index condition, MERGE, and SELECT ... FOR UPDATE (which reads as writes do).
+serializable checks would see only its part.  Not covered, and documented: MERGE,
+and SELECT ... FOR UPDATE (which reads as writes do).
 """
 
 from __future__ import annotations
