@@ -395,6 +395,7 @@ reads_on_own_snapshot(QueryDesc *qd, int eflags)
 		case CMD_INSERT:
 		case CMD_UPDATE:
 		case CMD_DELETE:
+		case CMD_MERGE:
 			break;
 		default:
 			return false;

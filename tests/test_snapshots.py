@@ -271,10 +271,12 @@ def test_utility_statements_read_in_one_cut(nodes: list[Node], statement: str, l
     "UPDATE acct SET balance = balance + (SELECT sum(balance) FROM acct) - %(total)s WHERE id = %(on_n2)s",
     "WITH moved AS (UPDATE acct SET balance = balance WHERE id = %(on_n2)s RETURNING balance) "
     "INSERT INTO totals SELECT sum(balance) FROM acct",
-    "INSERT INTO totals SELECT acct_total()"])
+    "INSERT INTO totals SELECT acct_total()",
+    "MERGE INTO totals USING (SELECT sum(balance) AS s FROM acct) src ON false "
+    "WHEN NOT MATCHED THEN INSERT VALUES (src.s)"])
 def test_a_write_reads_other_nodes_in_one_cut(nodes: list[Node], statement: str) -> None:
-    """A write that reads several nodes (INSERT ... SELECT, a subquery, a CTE, a STABLE function)
-    reads them in one cut."""
+    """A write that reads several nodes (INSERT ... SELECT, a subquery, a CTE, a STABLE function,
+    MERGE's source) reads them in one cut."""
     n1, n2, _ = nodes
     sql(n1, "CREATE OR REPLACE FUNCTION acct_total() RETURNS bigint STABLE LANGUAGE sql AS "
             "$$ SELECT sum(balance) FROM acct $$")

@@ -43,8 +43,8 @@ What takes a cut (extension/snapshot.c decides, this module takes it):
   statement, on any node, reads the same cut (and its writes go into those blocks).
 
 SERIALIZABLE transactions never reach other nodes (shoal.fdw.transport refuses): each node's
-serializable checks would see only its part.  Not covered, and documented: MERGE,
-and SELECT ... FOR UPDATE (which reads as writes do).
+serializable checks would see only its part.  Not covered, and documented: SELECT ...
+FOR UPDATE takes no cut (it reads the rows it locks at their newest version, as writes do).
 """
 
 from __future__ import annotations
