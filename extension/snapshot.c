@@ -601,10 +601,12 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 	 * A statement that starts on the snapshot of a statement whose executor
 	 * is starting is a function that initial pruning calls (WHERE key =
 	 * f()): that statement takes its cut now, of every node, and the
-	 * function reads in it.
+	 * function reads in it.  (A later statement of a REPEATABLE READ
+	 * transaction reads in the transaction's cut already.)
 	 */
 	if (deferring && starting != NULL && qd->snapshot == starting->snapshot && no_cuts == 0 &&
-		!shoal_in_bgworker)
+		!shoal_in_bgworker && (starting_whole || !IsolationUsesXactSnapshot()) &&
+		(early_taken || OidIsValid(get_extension_oid("shoal", true))))
 	{
 		if (!early_taken)
 		{

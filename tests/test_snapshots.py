@@ -148,6 +148,39 @@ def test_a_function_that_partition_pruning_calls_reads_in_the_cut(nodes: list[No
     assert sql(n1, "SELECT sum(balance) FROM acct")[0][0] == TOTAL - 93
 
 
+def test_a_later_repeatable_read_statement_keeps_its_cut_through_pruning(nodes: list[Node]) -> None:
+    """Only a transaction's first statement takes its cut: a function that a later one's pruning
+    calls reads in the transaction's cut, which stays where it was."""
+    n1, n2, _ = nodes
+    sql(n1, "CREATE OR REPLACE FUNCTION acct_hundreds() RETURNS int STABLE LANGUAGE sql AS "
+            "$$ SELECT (sum(balance) / 100)::int FROM acct $$")
+    with psycopg.connect(n1.conninfo) as reader:
+        reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        assert reader.execute("SELECT sum(balance) FROM acct").fetchone()[0] == TOTAL
+        sql(n1, "UPDATE acct SET balance = balance + 200 WHERE id = %s", (local_ids(n2)[0],))
+        assert reader.execute("SELECT id FROM acct WHERE id = acct_hundreds()").fetchall() == [(60,)]
+        assert reader.execute("SELECT sum(balance) FROM acct").fetchone()[0] == TOTAL
+
+
+def test_pruning_functions_in_a_database_without_shoal(nodes: list[Node]) -> None:
+    """The library is loaded in every database of the cluster; where the extension is not
+    installed, a statement pruned by a function that reads is PostgreSQL's alone."""
+    n1 = nodes[0]
+    if not sql(n1, "SELECT 1 FROM pg_database WHERE datname = 'without_shoal'"):
+        sql(n1, "CREATE DATABASE without_shoal")
+    with psycopg.connect(f"{n1.conninfo} dbname=without_shoal", autocommit=True) as conn:
+        assert conn.execute("SELECT current_database()").fetchone()[0] == "without_shoal"
+        conn.execute("DROP TABLE IF EXISTS parts")
+        conn.execute("CREATE TABLE parts (k int) PARTITION BY HASH (k)")
+        for i in range(2):
+            conn.execute(f"CREATE TABLE parts_{i} PARTITION OF parts "
+                         f"FOR VALUES WITH (MODULUS 2, REMAINDER {i})")
+        conn.execute("INSERT INTO parts SELECT generate_series(1, 10)")
+        conn.execute("CREATE OR REPLACE FUNCTION parts_count() RETURNS int STABLE LANGUAGE sql AS "
+                     "$$ SELECT count(*)::int FROM parts $$")
+        assert conn.execute("SELECT k FROM parts WHERE k = parts_count()").fetchall() == [(10,)]
+
+
 @pytest.mark.parametrize("scan", ["enable_bitmapscan", "enable_indexscan"])
 def test_a_function_in_an_index_condition_reads_in_the_cut(nodes: list[Node], scan: str) -> None:
     """The statement reads one table of this node only, through an index whose condition calls
