@@ -69,19 +69,24 @@ static List *running_snapshots = NIL;	/* of the statements in ExecutorRun */
 
 /* scans deferred while the executor of a candidate statement starts */
 static bool deferring = false;
-static List *deferred = NIL;	/* ForeignScanState */
-static List *deferred_reads = NIL;	/* those that only read (not a write's target) */
-static List *deferred_servers = NIL;	/* the servers' OIDs of those, distinct */
 
 /*
- * The statement whose executor is starting with its scans deferred, and the
- * cut taken for it while it starts (early_taken, early_cut), when initial
- * pruning called a function that reads.
+ * The statement whose executor is starting with its scans deferred: the
+ * scans, and the cut taken for it while it starts, when initial pruning
+ * called a function that reads (cut_taken).
  */
-static QueryDesc *starting = NULL;
-static bool starting_whole = false;
-static bool early_taken = false;
-static int	early_cut = 0;
+typedef struct Starting
+{
+	QueryDesc  *qd;
+	bool		whole_transaction;	/* it takes its REPEATABLE READ transaction's cut */
+	List	   *scans;			/* ForeignScanState */
+	List	   *reads;			/* those that only read (not a write's target) */
+	List	   *servers;		/* the servers' OIDs of those, distinct */
+	bool		cut_taken;
+	int			cut;
+} Starting;
+
+static Starting starting;
 
 /* statements holding a cut: QueryDesc and cut id, in pairs */
 static List *cut_queries = NIL;
@@ -189,12 +194,12 @@ shoal_defer_scan(ForeignScanState *node, Oid server)
 {
 	if (!deferring)
 		return false;
-	deferred = lappend(deferred, node);
+	starting.scans = lappend(starting.scans, node);
 	/* a write's target is read in the transaction's own block, for the newest row versions */
 	if (!ExecRelationIsTargetRelation(node->ss.ps.state, ((Scan *) node->ss.ps.plan)->scanrelid))
 	{
-		deferred_reads = lappend(deferred_reads, node);
-		deferred_servers = list_append_unique_oid(deferred_servers, server);
+		starting.reads = lappend(starting.reads, node);
+		starting.servers = list_append_unique_oid(starting.servers, server);
 	}
 	return true;
 }
@@ -315,50 +320,45 @@ static bool
 calls_user_stable_planstate_walker(PlanState *ps, void *context)
 {
 	Plan	   *plan;
+	List	   *exprs = NIL;
 
 	if (ps == NULL)
 		return false;
 	plan = ps->plan;
-	if (calls_user_stable_walker((Node *) plan->targetlist, NULL) ||
-		calls_user_stable_walker((Node *) plan->qual, NULL))
-		return true;
+	/* expressions some node types have, besides the target list and condition of all */
 	switch (nodeTag(plan))
 	{
 		case T_NestLoop:
 		case T_MergeJoin:
 		case T_HashJoin:
-			if (calls_user_stable_walker((Node *) ((Join *) plan)->joinqual, NULL))
-				return true;
+			exprs = list_make1(((Join *) plan)->joinqual);
 			break;
 		case T_FunctionScan:
-			if (calls_user_stable_walker((Node *) ((FunctionScan *) plan)->functions, NULL))
-				return true;
+			exprs = list_make1(((FunctionScan *) plan)->functions);
 			break;
 		case T_ValuesScan:
-			if (calls_user_stable_walker((Node *) ((ValuesScan *) plan)->values_lists, NULL))
-				return true;
+			exprs = list_make1(((ValuesScan *) plan)->values_lists);
 			break;
 		case T_IndexScan:
-			if (calls_user_stable_walker((Node *) ((IndexScan *) plan)->indexqualorig, NULL) ||
-				calls_user_stable_walker((Node *) ((IndexScan *) plan)->indexorderbyorig, NULL))
-				return true;
+			exprs = list_make2(((IndexScan *) plan)->indexqualorig,
+							   ((IndexScan *) plan)->indexorderbyorig);
 			break;
 		case T_IndexOnlyScan:
-			if (calls_user_stable_walker((Node *) ((IndexOnlyScan *) plan)->indexqual, NULL) ||
-				calls_user_stable_walker((Node *) ((IndexOnlyScan *) plan)->indexorderby, NULL))
-				return true;
+			exprs = list_make2(((IndexOnlyScan *) plan)->indexqual,
+							   ((IndexOnlyScan *) plan)->indexorderby);
 			break;
 		case T_BitmapIndexScan:
-			if (calls_user_stable_walker((Node *) ((BitmapIndexScan *) plan)->indexqualorig, NULL))
-				return true;
+			exprs = list_make1(((BitmapIndexScan *) plan)->indexqualorig);
 			break;
 		case T_Result:
-			if (calls_user_stable_walker(((Result *) plan)->resconstantqual, NULL))
-				return true;
+			exprs = list_make1(((Result *) plan)->resconstantqual);
 			break;
 		default:
 			break;
 	}
+	exprs = lappend(lappend(exprs, plan->targetlist), plan->qual);
+	if (calls_user_stable_walker((Node *) exprs, NULL))
+		return true;
 	return planstate_tree_walker(ps, calls_user_stable_planstate_walker, context);
 }
 
@@ -516,48 +516,25 @@ start_executor(QueryDesc *qd, int eflags, bool defer)
 }
 
 /*
- * Start the executor of qd with its scans deferred: they come back in scans
- * (those that only read, and their servers, in reads and servers).  taken
- * and cut: the cut taken while it started (a function that initial pruning
- * called).  Statements starting meanwhile have lists of their own.
+ * Start the executor of qd with its scans deferred; what started is in
+ * *started.  Statements starting meanwhile have a Starting of their own.
  */
 static void
-start_deferring(QueryDesc *qd, int eflags, bool whole_transaction, List **scans, List **reads,
-				List **servers, bool *taken, int *cut)
+start_deferring(QueryDesc *qd, int eflags, bool whole_transaction, Starting *started)
 {
-	List	   *outer_deferred = deferred;
-	List	   *outer_reads = deferred_reads;
-	List	   *outer_servers = deferred_servers;
-	QueryDesc  *outer_starting = starting;
-	bool		outer_whole = starting_whole;
-	bool		outer_taken = early_taken;
-	int			outer_cut = early_cut;
+	Starting	outer = starting;
 
-	deferred = NIL;
-	deferred_reads = NIL;
-	deferred_servers = NIL;
-	starting = qd;
-	starting_whole = whole_transaction;
-	early_taken = false;
-	early_cut = 0;
+	memset(&starting, 0, sizeof(starting));
+	starting.qd = qd;
+	starting.whole_transaction = whole_transaction;
 	PG_TRY();
 	{
 		start_executor(qd, eflags, true);
-		*scans = deferred;
-		*reads = deferred_reads;
-		*servers = deferred_servers;
-		*taken = early_taken;
-		*cut = early_cut;
+		*started = starting;
 	}
 	PG_FINALLY();
 	{
-		deferred = outer_deferred;
-		deferred_reads = outer_reads;
-		deferred_servers = outer_servers;
-		starting = outer_starting;
-		starting_whole = outer_whole;
-		early_taken = outer_taken;
-		early_cut = outer_cut;
+		starting = outer;
 	}
 	PG_END_TRY();
 }
@@ -583,10 +560,7 @@ start_in_cut(QueryDesc *qd, List *scans, int cut)
 static void
 shoal_executor_start(QueryDesc *qd, int eflags)
 {
-	List	   *scans;
-	List	   *reads;
-	List	   *servers;
-	bool		taken;
+	Starting	started;
 	bool		reads_locally;
 	bool		whole_transaction;
 	bool		every_node = false;
@@ -604,16 +578,17 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 	 * function reads in it.  (A later statement of a REPEATABLE READ
 	 * transaction reads in the transaction's cut already.)
 	 */
-	if (deferring && starting != NULL && qd->snapshot == starting->snapshot && no_cuts == 0 &&
-		!shoal_in_bgworker && (starting_whole || !IsolationUsesXactSnapshot()) &&
-		(early_taken || OidIsValid(get_extension_oid("shoal", true))))
+	if (deferring && starting.qd != NULL && qd->snapshot == starting.qd->snapshot &&
+		no_cuts == 0 && !shoal_in_bgworker &&
+		(starting.whole_transaction || !IsolationUsesXactSnapshot()) &&
+		(starting.cut_taken || OidIsValid(get_extension_oid("shoal", true))))
 	{
-		if (!early_taken)
+		if (!starting.cut_taken)
 		{
-			early_cut = take_cut_guarded(NIL, true, true, starting_whole);
-			early_taken = true;
+			starting.cut = take_cut_guarded(NIL, true, true, starting.whole_transaction);
+			starting.cut_taken = true;
 		}
-		inherited = early_cut;
+		inherited = starting.cut;
 	}
 	/* on the snapshot of a running statement (in a STABLE function): in its cut, if it has one */
 	if (!whole_transaction && nesting > 0 && no_cuts == 0 && !deferring &&
@@ -627,17 +602,17 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 		start_executor(qd, eflags, false);
 		return;
 	}
-	start_deferring(qd, eflags, whole_transaction, &scans, &reads, &servers, &taken, &cut);
+	start_deferring(qd, eflags, whole_transaction, &started);
 
 	if (inherited != 0)
 	{
-		foreach(lc, scans)
+		foreach(lc, started.scans)
 			shoal_scan_start_deferred(lfirst(lc), inherited);
 		return;
 	}
-	if (taken)
+	if (started.cut_taken)
 	{
-		start_in_cut(qd, scans, whole_transaction ? 0 : cut);
+		start_in_cut(qd, started.scans, whole_transaction ? 0 : started.cut);
 		return;
 	}
 	reads_locally = reads_locally_walker(qd->planstate, NULL);
@@ -654,12 +629,12 @@ shoal_executor_start(QueryDesc *qd, int eflags)
 	 */
 	if (whole_transaction || every_node ||
 		(!IsolationUsesXactSnapshot() &&
-		 (list_length(servers) + (reads_locally ? 1 : 0) >= 2 ||
-		  (servers != NIL && (list_length(reads) >= 2 ||
-							  rescans_foreign_walker(qd->planstate, NULL))))))
-		cut = take_cut_guarded(reads, reads_locally || every_node, whole_transaction || every_node,
-							   whole_transaction);
-	start_in_cut(qd, scans, whole_transaction ? 0 : cut);
+		 (list_length(started.servers) + (reads_locally ? 1 : 0) >= 2 ||
+		  (started.servers != NIL && (list_length(started.reads) >= 2 ||
+									  rescans_foreign_walker(qd->planstate, NULL))))))
+		cut = take_cut_guarded(started.reads, reads_locally || every_node,
+							   whole_transaction || every_node, whole_transaction);
+	start_in_cut(qd, started.scans, whole_transaction ? 0 : cut);
 }
 
 static void
@@ -813,7 +788,7 @@ snapshot_xact_callback(XactEvent event, void *arg)
 		cut_queries = NIL;		/* TopTransactionContext goes away */
 		cut_ids = NIL;
 		deferring = false;
-		starting = NULL;
+		memset(&starting, 0, sizeof(starting));
 	}
 }
 
