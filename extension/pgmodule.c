@@ -586,7 +586,6 @@ pg_admit(PyObject *self, PyObject *args)
 	Py_RETURN_NONE;
 }
 
-/* record_decision(gid): the distributed commit named gid commits if this transaction does. */
 /* role_password(name) -> str | None: the role's stored password verifier. */
 static PyObject *
 pg_role_password(PyObject *self, PyObject *args)
@@ -603,6 +602,7 @@ pg_role_password(PyObject *self, PyObject *args)
 	return result;
 }
 
+/* record_decision(gid): the distributed commit named gid commits if this transaction does. */
 static PyObject *
 pg_record_decision(PyObject *self, PyObject *args)
 {

@@ -14,11 +14,12 @@
  *
  * The reader's snapshot here is the statement's own, taken by PostgreSQL
  * before any hook runs: once the gate is held, it is refreshed in place.
- * To know which nodes a SELECT reads, its foreign scans are deferred while
- * the executor starts (so that initial pruning has happened); the cut is
- * taken if two nodes or more are read, or one other node more than once
- * (two scans of it, or a scan that runs again: in a nested loop's inner
- * side or a subplan), and then the scans start.  The first statement of a
+ * To know which nodes a statement reads (a SELECT, or a write's other
+ * tables), its foreign scans are deferred while the executor starts (so
+ * that initial pruning has happened); the cut is taken if two nodes or
+ * more are read, or one other node more than once (two scans of it, or a
+ * scan that runs again: in a nested loop's inner side or a subplan), or if
+ * it calls STABLE functions that read, and then the scans start.  The first statement of a
  * REPEATABLE READ transaction takes one whatever it reads, utility
  * statements included.  SERIALIZABLE transactions take none: they never
  * reach other nodes (shoal.fdw.transport refuses).
