@@ -242,6 +242,32 @@ class MuxClient:
         if reply[0] == Kind.ERROR:
             raise RemoteError(*protocol.decode_error(reply[5]), node=node)
 
+    def ping_run(self, node: str, count: int, window: int) -> dict[str, float]:
+        """Have this node's multiplexer exchange ``count`` pings with node's, ``window`` of them in
+        flight (multiplexer/pingrun.py): pings, seconds, p50_us, p99_us, max_us."""
+        req = self._req()
+        self._awaiting.add(req)
+        try:
+            self.send(Kind.PING_RUN, node, req, None, [count, window])
+            self.wait(lambda: req in self._replies)
+        except BaseException:
+            # A cancel raises twice: in the wait, and again from Python's SIGINT handler at the
+            # next bytecode, which may be in here: then the finally clause stops the run.
+            self._stop_run(req)
+            raise
+        finally:
+            self._stop_run(req)
+        reply = self._replies.pop(req)
+        if reply[0] == Kind.ERROR:
+            raise RemoteError(*protocol.decode_error(reply[5]), node=node)
+        return dict(zip(("pings", "seconds", "p50_us", "p99_us", "max_us"), reply[5], strict=True))
+
+    def _stop_run(self, req: int) -> None:
+        """Have the multiplexer stop a ping run nobody waits for any more (sent at most twice)."""
+        if req in self._awaiting and req not in self._replies and not self.broken:
+            self.send(Kind.CANCEL, "", req, None, b"")
+        self._awaiting.discard(req)
+
     def stats(self) -> str:
         """This node's multiplexer counters, as JSON rows."""
         return self._call(Kind.STATS, "", b"", 5.0)[5]

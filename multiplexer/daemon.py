@@ -30,7 +30,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from shoal.multiplexer import direct, framing, protocol
+from shoal.multiplexer import direct, framing, heap, protocol
 from shoal.multiplexer.config import MuxConfig
 from shoal.multiplexer.peerlink import HandshakeError, PeerLink
 from shoal.multiplexer.peers import (
@@ -39,6 +39,7 @@ from shoal.multiplexer.peers import (
     Channel,
     node_address,
 )
+from shoal.multiplexer.pingrun import RUN_CLIENT, RUN_SHIFT, PingRun
 from shoal.multiplexer.protocol import Kind, ProtocolError
 from shoal.multiplexer.stats import Snapshot
 
@@ -123,6 +124,8 @@ class Multiplexer:
         self._epochs = 0  # channels lent so far (each lent link gets the next number)
         self._pings = 0
         self.lending: list[tuple[bytes, str, PeerLink]] = []  # channels to hand out at the flush
+        self.ping_runs: dict[int, PingRun] = {}  # measurements of channels (pingrun.py)
+        self._run_ids = 0
         self._open_sockets()
 
     # -- sockets ----------------------------------------------------------------------------------
@@ -264,6 +267,8 @@ class Multiplexer:
                     self._serve_metrics()
             self._dispatch()
             self._periodic(now)
+            if self.ping_runs:
+                self._send_pings()
             self._flush()
 
     def _unpack(self, frame: bytes, source: str) -> list:
@@ -327,6 +332,11 @@ class Multiplexer:
             return
         if kind == Kind.CHANNEL:
             self._lend(client, node)
+            return
+        if kind == Kind.PING_RUN:
+            self._start_ping_run(client, node, req, payload)
+            return
+        if kind == Kind.CANCEL and self.ping_runs and self._cancel_ping_run(client, req):
             return
         if xact is not None and kind in _JOBS:
             self._note_block(client, node, xact)
@@ -449,6 +459,11 @@ class Multiplexer:
                     self.malformed += 1
                     continue
                 client = msg[2]
+                if client == RUN_CLIENT:  # a ping of a run of ours
+                    run = self.ping_runs.get(msg[3] >> RUN_SHIFT)
+                    if run is not None and run.answered(msg[3], now):
+                        self._ping_run_done(run)
+                    continue
                 key = (client, msg[3])
                 pending = outbound.pop(key, None) if kind in _LAST_ANSWERS else outbound.get(key)
                 if pending is not None and not pending.answered:
@@ -496,6 +511,53 @@ class Multiplexer:
     def _forget_outbound(self, key: tuple[bytes, int], kind: int) -> None:
         if kind in _LAST_ANSWERS:
             self.outbound.pop(key, None)
+
+    # -- measuring a channel (pingrun.py) ---------------------------------------------------------
+
+    def _start_ping_run(self, client: bytes, node: str, req: int, payload: object) -> None:
+        channel = None
+        if node and node != self.me:
+            channel = self.channels.get(node) or self._channel(node)
+        if channel is None:
+            error = _error("42704", f'node "{node}" is not another node of shoal.nodes',
+                           "Name a node of shoal.nodes other than this one.")
+        elif channel.link is None or not channel.link.up or channel.state != "up":
+            error = _error("08006", f'node "{node}" is unreachable',
+                           "Check that the node runs and that its multiplexer is reachable (shoal status).")
+        else:
+            self._run_ids += 1
+            try:
+                self.ping_runs[self._run_ids] = PingRun.asked(self._run_ids, client, req, node, payload)
+                return
+            except ValueError as exc:
+                error = _error("22023", str(exc))
+        self._to_client(client, [Kind.ERROR, node, b"", req, None, error])
+
+    def _send_pings(self) -> None:
+        now = time.monotonic()
+        for run in self.ping_runs.values():
+            channel = self.channels.get(run.node)
+            if channel is not None:
+                channel.out.extend(run.top_up(self.me, now))
+
+    def _ping_run_done(self, run: PingRun) -> None:
+        del self.ping_runs[run.ident]
+        self._to_client(run.client, [Kind.PING_RUN, run.node, b"", run.req, None, run.result()])
+
+    def _cancel_ping_run(self, client: bytes, req: int) -> bool:
+        for ident, run in self.ping_runs.items():
+            if run.client == client and run.req == req:
+                del self.ping_runs[ident]
+                return True
+        return False
+
+    def _end_ping_runs(self, ended, error: bytes | None) -> None:
+        """Drop the runs ended(run) picks, telling their backends error (if any)."""
+        for ident, run in list(self.ping_runs.items()):
+            if ended(run):
+                del self.ping_runs[ident]
+                if error is not None:
+                    self._to_client(run.client, [Kind.ERROR, run.node, b"", run.req, None, error])
 
     # -- serving jobs on this node's workers ------------------------------------------------------
 
@@ -705,6 +767,8 @@ class Multiplexer:
             if worker.job is None and worker.xact is not None and worker.xact.startswith(prefix):
                 worker.out.append([Kind.QUERY, self.me, b"", 0, worker.xact, protocol.encode_job("rollback")])
         self._drop_jobs_of(lambda msg: msg[1] == channel.name)
+        self._end_ping_runs(lambda run: run.node == channel.name,
+                            _error("08006", f'node "{channel.name}" {why}', "The ping run was aborted."))
         channel.out.clear()
 
     def _cancel_running(self, key: JobKey) -> None:
@@ -767,6 +831,7 @@ class Multiplexer:
                 self._serve(abort)
             elif node in self.channels:
                 self.channels[node].out.append(abort)
+        self._end_ping_runs(lambda run: run.client == client, None)
         self.client_out.pop(client, None)
 
     # -- output -----------------------------------------------------------------------------------
@@ -861,6 +926,7 @@ def main() -> None:
         return protocol.decode_text_tuples(b"".join(chunks))
 
     mux = Multiplexer(mux_config.load(_shoal_pg.setting), read_catalog, _shoal_pg.check_interrupts)
+    heap.settle()
     try:
         mux.run()
     finally:

@@ -42,6 +42,9 @@ class Kind:
     CHANNEL = 13  # backend -> its multiplexer: may I write to node's channel myself?  The answer's
     #               payload is [epoch, this node's name] with the channel's socket attached, or nil
     CHANNEL_DOWN = 14  # multiplexer -> backends: node's channel of epoch (payload) is gone
+    PING_RUN = 15  # backend -> its multiplexer: exchange payload [count, window] pings with node's
+    #               multiplexer, window of them in flight; the answer's payload is the run's
+    #               [pings, seconds, p50_us, p99_us, max_us]
 
 
 KINDS = frozenset(value for name, value in vars(Kind).items() if name.isupper())

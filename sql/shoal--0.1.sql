@@ -83,6 +83,23 @@ CREATE VIEW mux_stats AS
 GRANT EXECUTE ON FUNCTION mux_stats_json() TO PUBLIC;
 GRANT SELECT ON mux_stats TO PUBLIC;
 
+-- A channel's round trip (in_flight 1) and capacity (many in flight): this node's multiplexer
+-- exchanges pings with node's.
+CREATE FUNCTION _ping_json(node text, pings int, in_flight int) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'shoal_sql_call' LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION ping(node text, pings int DEFAULT 10000, in_flight int DEFAULT 1)
+    RETURNS TABLE (node text, pings bigint, seconds float8, pings_per_s float8,
+                   p50_us float8, p99_us float8, max_us float8)
+    LANGUAGE sql VOLATILE STRICT AS $$
+    SELECT * FROM jsonb_to_record(shoal._ping_json(ping.node, ping.pings, ping.in_flight)) AS p(
+        node text, pings bigint, seconds float8, pings_per_s float8, p50_us float8, p99_us float8,
+        max_us float8)
+$$;
+
+REVOKE ALL ON FUNCTION _ping_json(text, int, int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ping(text, int, int) FROM PUBLIC;
+
 -- ---------------------------------------------------------------------------------------------
 -- Distributed and global tables.  Every node holds the same rows here: shoal.sharding writes them
 -- on all nodes in the transaction that distributes a table, and commits all nodes at once.

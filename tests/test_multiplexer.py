@@ -374,6 +374,55 @@ def test_remote_work_runs_with_the_callers_privileges(cluster) -> None:
         sql(n2, "REVOKE SELECT ON items FROM alice")
 
 
+def test_a_ping_run_measures_the_channel(cluster) -> None:
+    _, n1, _ = cluster
+    before = sql(n1, "SELECT msgs_out, msgs_in FROM shoal.mux_stats WHERE peer = 'n2'")[0]
+    rows = sql(n1, "SELECT * FROM shoal.ping('n2', 20000, 256)")
+    assert len(rows) == 1
+    node, pings, seconds, rate, p50, p99, longest = rows[0]
+    assert (node, pings) == ("n2", 20000)
+    assert seconds > 0 and rate == pytest.approx(pings / seconds)
+    assert 0 < p50 <= p99 <= longest
+    after = sql(n1, "SELECT msgs_out, msgs_in FROM shoal.mux_stats WHERE peer = 'n2'")[0]
+    assert after[0] - before[0] >= 20000 and after[1] - before[1] >= 20000  # real messages, both ways
+    # one at a time by default: the round trip between the two multiplexers
+    assert sql(n1, "SELECT node, pings FROM shoal.ping('n2', 50)") == [("n2", 50)]
+
+
+@pytest.mark.parametrize(("call", "error"), [
+    ("shoal.ping('nowhere')", 'node "nowhere" is not another node of shoal.nodes'),
+    ("shoal.ping('n1')", 'node "n1" is not another node of shoal.nodes'),
+    ("shoal.ping('n2', 0)", "the number of pings must be between 1 and 10,000,000"),
+    ("shoal.ping('n2', 10, 0)", "the pings in flight must be between 1 and 65,536"),
+    ("shoal.ping('n2', 10, 100000)", "the pings in flight must be between 1 and 65,536"),
+])
+def test_a_ping_run_refuses_what_it_cannot_do(cluster, call: str, error: str) -> None:
+    _, n1, _ = cluster
+    with pytest.raises(psycopg.Error, match=error):
+        sql(n1, f"SELECT * FROM {call}")
+    assert sql(n1, "SELECT pings FROM shoal.ping('n2', 10)") == [(10,)]  # nothing left behind
+
+
+def test_only_superusers_ping_by_default(cluster) -> None:
+    _, n1, _ = cluster
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        sql(n1, "SELECT * FROM shoal.ping('n2')", user="alice")
+
+
+def test_a_cancelled_ping_run_stops(cluster) -> None:
+    _, n1, _ = cluster
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT * FROM shoal.ping('n2', 10000000, 1)")
+        conn.execute("RESET statement_timeout")
+        # the multiplexer dropped the run: the channel is quiet again
+        sent = sql(n1, "SELECT msgs_out FROM shoal.mux_stats WHERE peer = 'n2'")[0][0]
+        time.sleep(0.5)
+        assert sql(n1, "SELECT msgs_out FROM shoal.mux_stats WHERE peer = 'n2'")[0][0] - sent < 20
+        assert conn.execute("SELECT pings FROM shoal.ping('n2', 10)").fetchone() == (10,)
+
+
 def test_a_dead_peer_is_a_clean_error_and_comes_back(cluster) -> None:
     c, n1, n2 = cluster
     data_dir = sql(n2, "SHOW data_directory")[0][0]
@@ -385,15 +434,25 @@ def test_a_dead_peer_is_a_clean_error_and_comes_back(cluster) -> None:
             subprocess.run([str(pg_bin() / "pg_ctl"), "stop", "-D", data_dir, "-m", "immediate", "-w"],
                            check=True, capture_output=True)
 
+        def long_ping_run() -> None:  # a million round trips one at a time: n2 dies first
+            with psycopg.connect(n1.conninfo, autocommit=True) as other:
+                other.execute("SELECT * FROM shoal.ping('n2', 1000000, 1)")
+
         stopper = threading.Thread(target=stop_n2)
         stopper.start()
         started = time.monotonic()
-        with pytest.raises(psycopg.OperationalError, match='node "n2"'):
-            conn.execute("SELECT * FROM slow")
+        with ThreadPoolExecutor(1) as pool:
+            pinging = pool.submit(long_ping_run)
+            with pytest.raises(psycopg.OperationalError, match='node "n2"'):
+                conn.execute("SELECT * FROM slow")
+            with pytest.raises(psycopg.OperationalError, match='node "n2" is unreachable'):
+                pinging.result(timeout=15)
         assert time.monotonic() - started < 15
         stopper.join()
         with pytest.raises(psycopg.OperationalError, match='node "n2"'):
             conn.execute("SELECT count(*) FROM items")
+        with pytest.raises(psycopg.OperationalError, match='node "n2" is unreachable'):
+            conn.execute("SELECT * FROM shoal.ping('n2')")
         c.up(nodes=2, port=PORT)
         wait_for_channel(n1, "n2")
         assert conn.execute("SELECT count(*) FROM items").fetchone() == (301,)

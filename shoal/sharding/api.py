@@ -46,3 +46,11 @@ def _in_doubt_json(settle: bool) -> str:
     from shoal.transactions import indoubt
 
     return json.dumps(indoubt.across_cluster(bool(settle)))
+
+
+def _ping_json(node: str, pings: int, in_flight: int) -> str:
+    from shoal.multiplexer import client
+
+    run = client.connect().ping_run(node, pings, in_flight)
+    rate = run["pings"] / run["seconds"] if run["seconds"] > 0 else None
+    return json.dumps({"node": node, **run, "pings_per_s": rate})
