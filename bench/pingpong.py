@@ -4,6 +4,9 @@ A node's multiplexer listens on a Unix socket that only the servers' OS user may
 bench/transport.py runs this file as that user (``runuser -u postgres -- python bench/pingpong.py
 --spec JSON`` when it runs as root).  It measures, and prints one JSON document on stdout:
 
+* pings between the multiplexers themselves: n1's multiplexer sends them to n2's and matches the
+  answers (``shoal.ping()``, ``MuxClient.ping_run``), one at a time and with a window in flight;
+  this is the issue's measure;
 * unloaded round-trip latency, one ping at a time (``MuxClient.ping``), to each target node;
 * pipelined pings: one connection to n1's multiplexer keeps a window of K pings in flight,
   refilling as PONGs arrive, either one ping per frame ("single") or as many per frame as the PONGs
@@ -216,6 +219,28 @@ def mux_pipelined(path: str, node: str, window: int, seconds: float,
     }
 
 
+def mux_to_mux(path: str, node: str, window: int, seconds: float, watch: CpuWatch) -> dict[str, Any]:
+    """n1's multiplexer exchanges pings with node's itself, `window` in flight, for about
+    `seconds` (shoal.ping: MuxClient.ping_run); no backend hop on the way."""
+    client = MuxClient(path)
+    try:
+        probe = client.ping_run(node, min(20_000, 200 * window), window)  # warm-up, and the pace
+        count = max(1_000, min(10_000_000, int(probe["pings"] / probe["seconds"] * seconds)))
+        watch.start()
+        run_ = client.ping_run(node, count, window)
+        cpu = watch.stop()
+    finally:
+        client.sock.close()
+    return {
+        "window": window,
+        "pings": run_["pings"],
+        "seconds": round(run_["seconds"], 3),
+        "rate_per_s": round(run_["pings"] / run_["seconds"]),
+        "p50_us": run_["p50_us"], "p99_us": run_["p99_us"],
+        "cpu_us_per_ping": {name: round(s * 1e6 / run_["pings"], 2) for name, s in cpu.items()},
+    }
+
+
 # -- the bare pyzmq floor -----------------------------------------------------------------------
 
 def echo_server() -> None:
@@ -303,6 +328,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         lat = mux_latency(path, node, count)
         result["latency"].append({"target": node, **lat})
         progress(f"  p50 {lat['p50_us']} us, p99 {lat['p99_us']} us, {lat['rate_per_s']:,} pings/s")
+    result["mux_to_mux"] = []
+    for window in [1, *spec["windows"]]:
+        run_ = mux_to_mux(path, "n2", window, seconds, CpuWatch(muxes))
+        result["mux_to_mux"].append(run_)
+        progress(f"between the multiplexers (shoal.ping), {window} in flight: "
+                 f"{run_['rate_per_s']:,} pings/s, p50 {run_['p50_us']} us")
     for node in spec["targets"]:
         for window in spec["windows"]:
             for batched in (False, True):

@@ -163,7 +163,7 @@ def transport(results: dict[str, Any]) -> list[str]:
     parts = results.get("parts", {})
     ping = parts.get("ping", {}).get("best_remote")
     if ping:
-        out.append(f"- ping n1 -> n2, pipelined: {ping['rate_per_s']:,} pings/s (window {ping['window']})")
+        out.append(f"- pings between the multiplexers: {ping['rate_per_s']:,}/s ({ping['window']} in flight)")
     for r in parts.get("point", {}).get("ratios", []):
         out.append(f"- remote point query, {r['clients']} clients: "
                    f"shoal/postgres_fdw {r['shoal_vs_pgfdw']:.2f}x")
