@@ -393,11 +393,13 @@ def test_cut_blocks_end_with_their_statements(nodes: list[Node]) -> None:
         assert held == 0 and gates[0][0] == 0
 
 
-def test_a_statement_reading_one_node_again_sees_one_snapshot(nodes: list[Node]) -> None:
+@pytest.mark.parametrize("wrote_there", [False, True])
+def test_a_statement_reading_one_node_again_sees_one_snapshot(nodes: list[Node], wrote_there: bool) -> None:
     """A nested loop reads the remote partition once per outer row: in READ COMMITTED too, every
-    read belongs to the statement's one snapshot, though a commit lands between two of them."""
+    read belongs to the statement's one snapshot, though a commit lands between two of them; also
+    in a transaction that wrote on that node, whose reads there go to its own block."""
     n1, n2, _ = nodes
-    row = local_ids(n2)[0]
+    row, other = local_ids(n2)[:2]
     partition = sql(n1, "SELECT tableoid::regclass::text FROM acct WHERE id = %s", (row,))[0][0]
     query = (f"SELECT array_agg(x.balance ORDER BY g) FROM generate_series(1, 2) g, LATERAL "
              f"(SELECT balance, pg_sleep(CASE WHEN g = 1 THEN 1 ELSE 0 END) FROM {partition} "
@@ -406,11 +408,16 @@ def test_a_statement_reading_one_node_again_sees_one_snapshot(nodes: list[Node])
     def read(**settings: str) -> list[int]:
         bump = threading.Thread(target=lambda: (time.sleep(0.4), sql(
             n2, "UPDATE acct SET balance = balance + 1 WHERE id = %s", (row,))))
-        bump.start()
-        try:
-            return sql(n1, query, (row,), **settings)[0][0]
-        finally:
-            bump.join()
+        with psycopg.connect(n1.conninfo, autocommit=not wrote_there) as conn:
+            for name, value in settings.items():
+                conn.execute("SELECT set_config(%s, %s, false)", (name.replace("__", "."), value))
+            if wrote_there:
+                conn.execute("UPDATE acct SET balance = balance WHERE id = %s", (other,))
+            bump.start()
+            try:
+                return conn.execute(query, (row,)).fetchone()[0]
+            finally:
+                bump.join()
 
     assert "Nested Loop" in "\n".join(r[0] for r in sql(n1, "EXPLAIN " + query, (row,)))
     assert read(shoal__consistent_snapshots="off") == [100, 101]  # each read its own snapshot
