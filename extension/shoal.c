@@ -108,11 +108,9 @@ distributed_copy_to(PlannedStmt *pstmt)
 }
 
 /*
- * INSERT ... ON CONFLICT (key) into a distributed table: PostgreSQL allows
- * no unique index on a partitioned table with foreign partitions, so the
- * conflict target cannot be inferred on the parent.  Each partition has
- * the unique constraints (which include the distribution key), so the
- * statement checks them all instead, as ON CONFLICT without a target does.
+ * INSERT ... ON CONFLICT (key) into a distributed table: the conflict target
+ * cannot be inferred on the parent (upsert.c), so the planner gets the
+ * statement without it, and the plan keeps it for the foreign partitions.
  *
  * And the plans of prepared statements that prune partitions at executor
  * start get the cost of what they will run (pruning.c).
@@ -121,24 +119,14 @@ static PlannedStmt *
 shoal_planner(Query *parse, const char *query_string, int cursorOptions, ParamListInfo boundParams)
 {
 	PlannedStmt *result;
+	List	   *conflict_target = shoal_upsert_take_target(parse);
 
-	if (parse->commandType == CMD_INSERT && parse->onConflict != NULL &&
-		(parse->onConflict->arbiterElems != NIL || OidIsValid(parse->onConflict->constraint)))
-	{
-		RangeTblEntry *rte = rt_fetch(parse->resultRelation, parse->rtable);
-
-		if (rte->relkind == RELKIND_PARTITIONED_TABLE && shoal_has_foreign_partitions(rte->relid))
-		{
-			parse->onConflict = copyObject(parse->onConflict);
-			parse->onConflict->arbiterElems = NIL;
-			parse->onConflict->arbiterWhere = NULL;
-			parse->onConflict->constraint = InvalidOid;
-		}
-	}
 	if (prev_planner)
 		result = prev_planner(parse, query_string, cursorOptions, boundParams);
 	else
 		result = standard_planner(parse, query_string, cursorOptions, boundParams);
+	if (conflict_target != NIL)
+		shoal_upsert_keep_target(result, conflict_target);
 	shoal_cost_initial_pruning(result);
 	return result;
 }

@@ -20,6 +20,12 @@
  */
 #include "shoal.h"
 
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_inherits.h"
+
 #include "executor/executor.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
@@ -28,7 +34,172 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/relcache.h"
 #include "utils/ruleutils.h"
+#include "utils/syscache.h"
+
+/*
+ * The planner's half.  PostgreSQL allows no unique index on a partitioned
+ * table with foreign partitions, so it cannot infer the conflict target of
+ * INSERT ... ON CONFLICT (columns) on such a parent.  The planner gets the
+ * statement without it: each local partition then checks all its unique
+ * constraints, which all include the distribution key.  A row that goes to
+ * a foreign partition goes as an INSERT ... ON CONFLICT of its own, which
+ * must name one of the remote table's unique constraints: the columns the
+ * statement named travel in the plan for it, in the ModifyTable's
+ * fdw_private for the parent, which PostgreSQL never reads (a partitioned
+ * table has no FDW), tagged as ours.
+ */
+#define CONFLICT_TARGET_TAG "shoal: conflict target"
+
+/*
+ * Whether the first plain-table partition of relid has a unique index on
+ * exactly these columns (without predicate or expression), as PostgreSQL's
+ * inference asks of a table; true if every partition is foreign (their
+ * handlers check the remote tables).  Its local rows get the same answer
+ * as its remote ones: shoal's partitions all have the same unique keys.
+ */
+static bool
+local_partition_has_key(Oid relid, List *columns)
+{
+	ListCell   *lc;
+
+	foreach(lc, find_all_inheritors(relid, NoLock, NULL))
+	{
+		Oid			part = lfirst_oid(lc);
+		Relation	rel;
+		List	   *indexes;
+		ListCell   *lc2;
+		bool		found = false;
+
+		if (get_rel_relkind(part) != RELKIND_RELATION)
+			continue;
+		rel = table_open(part, AccessShareLock);
+		indexes = RelationGetIndexList(rel);
+		foreach(lc2, indexes)
+		{
+			HeapTuple	tuple = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc2)));
+			Form_pg_index index;
+
+			if (!HeapTupleIsValid(tuple))
+				continue;
+			index = (Form_pg_index) GETSTRUCT(tuple);
+			if (index->indisunique && index->indnkeyatts == list_length(columns) &&
+				heap_attisnull(tuple, Anum_pg_index_indexprs, NULL) &&
+				heap_attisnull(tuple, Anum_pg_index_indpred, NULL))
+			{
+				found = true;
+				for (int i = 0; i < index->indnkeyatts && found; i++)
+				{
+					char	   *name = get_attname(part, index->indkey.values[i], false);
+					ListCell   *lc3;
+
+					found = false;
+					foreach(lc3, columns)
+						found = found || strcmp(strVal(lfirst(lc3)), name) == 0;
+				}
+			}
+			ReleaseSysCache(tuple);
+			if (found)
+				break;
+		}
+		list_free(indexes);
+		table_close(rel, AccessShareLock);
+		return found;
+	}
+	return true;
+}
+
+/*
+ * Remove the conflict target of parse if its table is such a parent; the
+ * target to keep in the plan (see shoal_upsert_keep_target), NIL if none.
+ */
+List *
+shoal_upsert_take_target(Query *parse)
+{
+	OnConflictExpr *clause = parse->onConflict;
+	RangeTblEntry *rte;
+	List	   *columns = NIL;
+	ListCell   *lc;
+	ListCell   *lc2;
+	char	   *name;
+
+	if (parse->commandType != CMD_INSERT || clause == NULL ||
+		(clause->arbiterElems == NIL && !OidIsValid(clause->constraint)))
+		return NIL;
+	rte = rt_fetch(parse->resultRelation, parse->rtable);
+	if (rte->relkind != RELKIND_PARTITIONED_TABLE || !shoal_has_foreign_partitions(rte->relid))
+		return NIL;
+	foreach(lc, clause->arbiterElems)
+	{
+		InferenceElem *elem = lfirst_node(InferenceElem, lc);
+		Var		   *var = (Var *) elem->expr;
+
+		if (!IsA(var, Var) || var->varno != parse->resultRelation || var->varattno <= 0)
+		{
+			columns = NIL;		/* an expression: no remote constraint can match it */
+			break;
+		}
+		name = get_attname(rte->relid, var->varattno, false);
+		foreach(lc2, columns)
+			if (strcmp(strVal(lfirst(lc2)), name) == 0)
+				break;
+		if (lc2 == NULL)		/* (id, id) means (id) */
+			columns = lappend(columns, makeString(name));
+	}
+	/* as PostgreSQL would refuse it on the parent (a partial index's predicate is not checked) */
+	if (clause->action == ONCONFLICT_UPDATE && columns != NIL && clause->arbiterWhere == NULL &&
+		!local_partition_has_key(rte->relid, columns))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+				 errmsg("there is no unique or exclusion constraint matching the ON CONFLICT specification")));
+	parse->onConflict = copyObject(clause);
+	parse->onConflict->arbiterElems = NIL;
+	parse->onConflict->arbiterWhere = NULL;
+	parse->onConflict->constraint = InvalidOid;
+	return list_make2(makeString(CONFLICT_TARGET_TAG), columns);
+}
+
+void
+shoal_upsert_keep_target(PlannedStmt *stmt, List *target)
+{
+	ModifyTable *mt = (ModifyTable *) stmt->planTree;
+
+	if (IsA(mt, ModifyTable) && list_length(mt->fdwPrivLists) == 1 && linitial(mt->fdwPrivLists) == NIL)
+		linitial(mt->fdwPrivLists) = target;
+}
+
+/*
+ * The conflict target kept in the plan: a list of column names (empty if it
+ * has an expression), or None if the plan kept none.
+ */
+static PyObject *
+conflict_target(ModifyTable *mt)
+{
+	List	   *kept = mt->fdwPrivLists != NIL ? linitial(mt->fdwPrivLists) : NIL;
+	PyObject   *columns;
+	ListCell   *lc;
+
+	if (list_length(kept) != 2 || !IsA(linitial(kept), String) ||
+		strcmp(strVal(linitial(kept)), CONFLICT_TARGET_TAG) != 0)
+		Py_RETURN_NONE;
+	columns = PyList_New(0);
+	if (columns == NULL)
+		shoal_python_raise("ON CONFLICT DO UPDATE");
+	foreach(lc, (List *) lsecond(kept))
+	{
+		PyObject   *name = shoal_cstring_to_py(strVal(lfirst(lc)));
+
+		if (PyList_Append(columns, name) < 0)
+		{
+			Py_DECREF(name);
+			Py_DECREF(columns);
+			shoal_python_raise("ON CONFLICT DO UPDATE");
+		}
+		Py_DECREF(name);
+	}
+	return columns;
+}
 
 typedef struct LocalizeContext
 {
@@ -191,8 +362,8 @@ shoal_upsert_clause(ModifyTableState *mtstate, int first, List **exprs)
 		Py_DECREF(type);
 		*exprs = lappend(*exprs, ExecInitExpr(lfirst(lc), &mtstate->ps));
 	}
-	result = Py_BuildValue("{s:s,s:N,s:s,s:N}", "alias", alias, "set", assignments, "where", where,
-						   "types", types);
+	result = Py_BuildValue("{s:s,s:N,s:s,s:N,s:N}", "alias", alias, "set", assignments, "where", where,
+						   "types", types, "target", conflict_target(mt));
 	if (result == NULL)
 		shoal_python_raise("ON CONFLICT DO UPDATE");
 	return result;

@@ -371,10 +371,16 @@ def test_unique_keys_added_after_distribution_hold_on_every_partition(nodes: lis
         upsert = "INSERT INTO late VALUES (3, 'x', 1), (61, 'y', 1) ON CONFLICT (id) DO UPDATE SET v = 100"
         session.execute(upsert)
         assert sql(n1, "SELECT id, v FROM late WHERE id IN (3, 61) ORDER BY id") == [(3, 100), (61, 1)]
-        # another key on the table: the session learns of it (a remote row can be checked against one only)
+        # another key on the table: the session learns of it, and each remote row goes with the
+        # one the statement names
         sql(n2, "CREATE UNIQUE INDEX ON late (id, v)")
-        with pytest.raises(psycopg.Error, match="several unique constraints"):
-            session.execute(upsert)
+        session.execute(upsert.replace("100", "200"))
+        assert sql(n1, "SELECT id, v FROM late WHERE id IN (3, 61) ORDER BY id") == [(3, 200), (61, 200)]
+        session.execute("INSERT INTO late VALUES (3, 'x', 200), (61, 'y', 200) "
+                        "ON CONFLICT (v, id) DO UPDATE SET email = 'by (v, id)'")
+        assert sql(n1, "SELECT email FROM late WHERE id IN (3, 61)") == [("by (v, id)",)] * 2
+        with pytest.raises(psycopg.errors.InvalidColumnReference, match="no unique or exclusion constraint"):
+            session.execute("INSERT INTO late VALUES (3, 'x', 1) ON CONFLICT (v) DO UPDATE SET v = 0")
 
     with pytest.raises(psycopg.errors.InvalidTableDefinition, match='distribution column "id"'):
         sql(n1, "ALTER TABLE late ADD UNIQUE (email)")
@@ -385,6 +391,41 @@ def test_unique_keys_added_after_distribution_hold_on_every_partition(nodes: lis
     assert everywhere(nodes, indexes) == [[(6,)]] * 3
     assert sql(n2, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'late'") == [(3,)]
     sql(n1, "DROP TABLE late")
+
+
+def test_upsert_names_one_of_several_unique_keys_from_every_node(nodes: list[Node]) -> None:
+    """ON CONFLICT (columns) DO UPDATE on a table with two unique keys, rows on every node: the
+    same rows as on a plain table, whichever key the statement names."""
+    n1 = nodes[0]
+    columns = "id int PRIMARY KEY, code text NOT NULL, v int, UNIQUE (code, id)"
+    sql(n1, f"CREATE TABLE keys2 ({columns}) WITH (distributed_by = 'id', num_parts = 6)")
+    for node in nodes:
+        sql(node, f"CREATE TABLE keys2_plain ({columns})")
+    statements = [
+        "INSERT INTO {t} SELECT g, 'c' || g, 0 FROM generate_series(1, 30) g",
+        "INSERT INTO {t} SELECT g, 'c' || g, g FROM generate_series(1, 40, 3) g "
+        "ON CONFLICT (id) DO UPDATE SET v = {t}.v + excluded.v",
+        "INSERT INTO {t} SELECT g, 'c' || g, -g FROM generate_series(2, 45, 4) g "
+        "ON CONFLICT (code, id) DO UPDATE SET v = excluded.v * 10 WHERE {t}.v = 0",
+        "INSERT INTO {t} SELECT g, 'd' || g, 1 FROM generate_series(50, 60) g "
+        "ON CONFLICT (id, code) DO UPDATE SET v = 0",
+    ]
+    try:
+        for node in nodes:
+            sql(node, "TRUNCATE keys2")
+            for statement in statements:
+                shoal_rows = sql(node, statement.format(t="keys2") + " RETURNING *")
+                plain_rows = sql(node, statement.format(t="keys2_plain") + " RETURNING *")
+                assert sorted(shoal_rows) == sorted(plain_rows), statement
+            rows = "SELECT * FROM {t} ORDER BY id"
+            assert sql(node, rows.format(t="keys2")) == sql(node, rows.format(t="keys2_plain"))
+            sql(node, "TRUNCATE keys2_plain")
+            with pytest.raises(psycopg.errors.InvalidColumnReference):
+                sql(node, "INSERT INTO keys2 VALUES (1, 'c1', 1) ON CONFLICT (v) DO UPDATE SET v = 2")
+    finally:
+        sql(n1, "DROP TABLE keys2")
+        for node in nodes:
+            sql(node, "DROP TABLE keys2_plain")
 
 
 def test_explain_names_node_and_remote_sql(nodes: list[Node]) -> None:

@@ -224,16 +224,21 @@ def test_upsert_that_would_update_a_remote_row_twice_fails_as_on_a_local_table(
             conn.execute("SELECT * FROM v_plain ORDER BY id").fetchall()
 
 
-def test_upsert_into_a_remote_table_with_two_unique_constraints_is_refused(nodes: tuple[Node, Node]) -> None:
+def test_upsert_into_a_remote_table_with_two_unique_constraints_checks_the_one_named(
+        nodes: tuple[Node, Node]) -> None:
+    """The remote statement names the constraint the statement named (the plan keeps its columns
+    for the foreign partitions): a conflict on the other one fails, as in PostgreSQL."""
     n1, _ = nodes
     make_half_remote(nodes, "w", "id int, email text", "id int PRIMARY KEY, email text UNIQUE")
     with psycopg.connect(n1.conninfo, autocommit=True) as conn:
         conn.execute("INSERT INTO w SELECT g, 'e' || g FROM generate_series(1, 10) g")
-        remote = conn.execute("SELECT min(id) FROM w_p1").fetchone()[0]
-        with pytest.raises(psycopg.Error, match="several unique constraints"):
-            conn.execute("INSERT INTO w VALUES (%s, 'x') ON CONFLICT (id) "
-                         "DO UPDATE SET email = excluded.email", (remote,))
-        assert conn.execute("SELECT email FROM w WHERE id = %s", (remote,)).fetchone() == (f"e{remote}",)
+        remote, other = [r[0] for r in conn.execute("SELECT id FROM w_p1 ORDER BY id LIMIT 2").fetchall()]
+        upsert = "INSERT INTO w VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET email = excluded.email"
+        conn.execute(upsert, (remote, "x"))
+        assert conn.execute("SELECT email FROM w WHERE id = %s", (remote,)).fetchone() == ("x",)
+        with pytest.raises(psycopg.errors.UniqueViolation, match="email"):
+            conn.execute(upsert, (remote, f"e{other}"))  # another row's email: not the key named
+        assert conn.execute("SELECT email FROM w WHERE id = %s", (remote,)).fetchone() == ("x",)
 
 
 def test_constants_travel_as_parameters(nodes: tuple[Node, Node]) -> None:

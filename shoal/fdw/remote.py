@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from shoal.errors import SqlError
+from shoal.errors import FeatureNotSupported, SqlError
 from shoal.fdw import backend, transport
 from shoal.fdw.handler import ForeignDataWrapper
 from shoal.fdw.quals import ColumnDefinition, Quals, SortKey
@@ -217,24 +217,38 @@ class RemotePartition(ForeignDataWrapper):
                 raise ValueError("ON CONFLICT DO UPDATE is not supported for a foreign table whose columns "
                                  "have other names on the remote node (column_name)")
             self._upsert = remote_sql.Upsert(
-                self._conflict_target(), conflict_update["alias"],
+                self._conflict_target(conflict_update.get("target")), conflict_update["alias"],
                 tuple(conflict_update["set"].items()), conflict_update["where"])
             self._upsert_types = list(conflict_update["types"])
         self._upserted = set()
 
-    def _conflict_target(self) -> tuple[str, ...]:
-        """The columns of the remote table's unique constraint, which ON CONFLICT must name there.
-        shoal's partitions have those of the distributed table, which includes its key in each; the
-        statement named one of them, but PostgreSQL does not say which to a foreign partition.
-        Asked once per handler: adding a unique key to a distributed table has every backend
-        rebuild the handlers of its partitions (shoal.sharding.uniques)."""
+    def _conflict_target(self, named: list[str] | None) -> tuple[str, ...]:
+        """The columns of the remote table's unique constraint that ON CONFLICT names there: the
+        one on the columns the statement named (``named``, kept in the plan by the extension), or
+        the only one.  shoal's partitions have the distributed table's unique constraints.  Asked
+        once per handler: adding a unique key to a distributed table has every backend rebuild the
+        handlers of its partitions (shoal.sharding.uniques)."""
         if self._unique_keys is None:
             self._unique_keys = self._remote_unique_keys()
+        if named == []:
+            raise FeatureNotSupported(
+                "an expression in the conflict target of ON CONFLICT DO UPDATE is not supported for "
+                "rows that go to a foreign partition", hint="Name the columns of a unique constraint.")
+        if named is not None:
+            wanted = {self._remote_name.get(column, column) for column in named}
+            for key in self._unique_keys:
+                if set(key) == wanted:
+                    return key
+            raise SqlError(
+                "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+                detail=f"The remote table {self._table_sql()} has no unique constraint on exactly "
+                       f"({', '.join(named)}), without a predicate or an expression.",
+                sqlstate="42P10")
         if len(self._unique_keys) > 1:
-            raise ValueError(
+            raise FeatureNotSupported(
                 f"ON CONFLICT DO UPDATE: the remote table {self._table_sql()} has several unique "
-                "constraints, and a row that goes to a foreign partition can only be checked against one; "
-                "keep one unique constraint, or write the row on its node")
+                "constraints, and the statement does not say which one to check by its columns",
+                hint="Name the columns of one of them in ON CONFLICT (...).")
         return self._unique_keys[0] if self._unique_keys else ()
 
     def _remote_unique_keys(self) -> list[tuple[str, ...]]:
