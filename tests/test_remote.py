@@ -241,6 +241,29 @@ def test_upsert_into_a_remote_table_with_two_unique_constraints_checks_the_one_n
         assert conn.execute("SELECT email FROM w WHERE id = %s", (remote,)).fetchone() == ("x",)
 
 
+def test_what_the_handler_cannot_do_reads_as_a_sql_error(nodes: tuple[Node, Node]) -> None:
+    """Refusals are errors with a SQLSTATE and a hint, not a Python traceback."""
+    n1, _ = nodes
+    make_half_remote(nodes, "renamed", "id int, v int", "id int PRIMARY KEY, w int")
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        conn.execute("ALTER FOREIGN TABLE renamed_p1 ALTER COLUMN v OPTIONS (column_name 'w')")
+        conn.execute("INSERT INTO renamed SELECT g, 0 FROM generate_series(1, 10) g")
+        remote = conn.execute("SELECT min(id) FROM renamed_p1").fetchone()[0]
+        upsert = "INSERT INTO renamed VALUES (%s, 1) ON CONFLICT (id) DO UPDATE SET v = 2"
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="other names") as refused:
+            conn.execute(upsert, (remote,))
+        assert refused.value.diag.message_detail is None
+        conn.execute("CREATE SERVER nowhere FOREIGN DATA WRAPPER shoal_fdw")
+        try:
+            conn.execute("CREATE FOREIGN TABLE nowhere_t (id int) SERVER nowhere")
+            with pytest.raises(psycopg.errors.FdwError, match="names no node") as refused:
+                conn.execute("SELECT * FROM nowhere_t")
+            assert refused.value.diag.message_detail is None
+            assert "OPTIONS (node" in refused.value.diag.message_hint
+        finally:
+            conn.execute("DROP SERVER nowhere CASCADE")
+
+
 def test_constants_travel_as_parameters(nodes: tuple[Node, Node]) -> None:
     """The SQL sent is the same whatever the constants: the remote workers plan it once."""
     n1, _ = nodes

@@ -59,10 +59,9 @@ class RemotePartition(ForeignDataWrapper):
 
     def _node(self) -> str:
         if not self.node:
-            raise ValueError(
-                "this foreign table's server names no node: add OPTIONS (node '...'), "
-                "or a wrapper option for a Python handler"
-            )
+            raise SqlError("this foreign table's server names no node", sqlstate="HV000",
+                           hint="Add OPTIONS (node '...') to the server, or a wrapper option for a "
+                                "Python handler.")
         return self.node
 
     def _table_sql(self) -> str:
@@ -214,8 +213,8 @@ class RemotePartition(ForeignDataWrapper):
         self._upsert = None
         if conflict_update is not None:
             if not self.exact_quals:
-                raise ValueError("ON CONFLICT DO UPDATE is not supported for a foreign table whose columns "
-                                 "have other names on the remote node (column_name)")
+                raise FeatureNotSupported("ON CONFLICT DO UPDATE is not supported for a foreign table whose "
+                                          "columns have other names on the remote node (column_name)")
             self._upsert = remote_sql.Upsert(
                 self._conflict_target(conflict_update.get("target")), conflict_update["alias"],
                 tuple(conflict_update["set"].items()), conflict_update["where"])
