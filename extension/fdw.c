@@ -20,5 +20,6 @@ shoal_fdw_handler(PG_FUNCTION_ARGS)
 	shoal_register_scan_callbacks(routine);
 	shoal_register_modify_callbacks(routine);
 	shoal_register_direct_callbacks(routine);
+	shoal_register_analyze_callbacks(routine);
 	PG_RETURN_POINTER(routine);
 }

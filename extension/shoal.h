@@ -184,6 +184,7 @@ extern ForeignScan *shoalGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, 
 extern void shoal_register_scan_callbacks(struct FdwRoutine *routine);
 extern void shoal_register_modify_callbacks(struct FdwRoutine *routine);
 extern void shoal_register_direct_callbacks(struct FdwRoutine *routine);
+extern void shoal_register_analyze_callbacks(struct FdwRoutine *routine);
 
 struct ExplainState;
 

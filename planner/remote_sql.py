@@ -47,6 +47,20 @@ def select_sql(
     return sql
 
 
+SAMPLE_MARGIN = 1.2  # a Bernoulli sample a little larger than asked for, which the taker trims
+
+
+def sample_sql(table: str, columns: Sequence[str], rows: int, total: float) -> str:
+    """``SELECT columns FROM table``, of a little more than ``rows`` of its ``total`` rows picked at
+    random (``TABLESAMPLE BERNOULLI``: every row equally likely; no LIMIT, which would favour the
+    first pages), or of all of them if it has few."""
+    target = ", ".join(quote_ident(c) for c in columns)
+    sql = f"SELECT {target} FROM {table}" if target else f"SELECT FROM {table}"
+    if total > rows * SAMPLE_MARGIN:
+        sql += f" TABLESAMPLE BERNOULLI ({100.0 * rows * SAMPLE_MARGIN / total!r})"
+    return sql
+
+
 def _order_item(key: SortKey) -> str:
     item = quote_ident(key.attname)
     if key.collate and key.collate not in ("default",):

@@ -264,6 +264,35 @@ def test_what_the_handler_cannot_do_reads_as_a_sql_error(nodes: tuple[Node, Node
             conn.execute("DROP SERVER nowhere CASCADE")
 
 
+def test_analyze_samples_the_remote_partition(nodes: tuple[Node, Node]) -> None:
+    """ANALYZE of the parent takes rows of the foreign partition too, each equally likely, even
+    where the remote catalog's row count is far off (the sample is a reservoir of what comes)."""
+    n1, n2 = nodes
+    make_half_remote(nodes, "an", "id int, tag text", "id int PRIMARY KEY, tag text")
+    with psycopg.connect(n2.conninfo, autocommit=True) as conn:
+        conn.execute("ALTER TABLE an_p1 SET (autovacuum_enabled = off)")
+    with psycopg.connect(n1.conninfo, autocommit=True) as conn:
+        rows = ("INSERT INTO an SELECT g, CASE WHEN satisfies_hash_partition('an'::regclass, 2, 0, g) "
+                "THEN 'here' ELSE %s END FROM generate_series(%s::int, %s::int) g")
+        conn.execute(rows, ("early", 1, 20000))
+        with psycopg.connect(n2.conninfo, autocommit=True) as remote:
+            remote.execute("ANALYZE an_p1")  # its catalog says a third of what it will hold
+        conn.execute(rows, ("late", 20001, 60000))  # all after the early ones there
+        notices: list[str] = []
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        conn.execute("ANALYZE an")
+        assert notices == []  # no "skipping ... cannot analyze this foreign table"
+        stats = dict(conn.execute(
+            "SELECT unnest(most_common_vals::text::text[]), unnest(most_common_freqs) FROM pg_stats "
+            "WHERE tablename = 'an' AND attname = 'tag' AND inherited").fetchall())
+        counts = dict(conn.execute("SELECT tag, count(*) FROM an GROUP BY tag").fetchall())
+        remote_rows = counts["early"] + counts["late"]
+        for tag in ("here", "early", "late"):  # "late": not only the first rows of the sample
+            assert stats[tag] == pytest.approx(counts[tag] / 60000, abs=0.03), tag
+        reltuples = conn.execute("SELECT reltuples FROM pg_class WHERE relname = 'an_p1'").fetchone()[0]
+        assert reltuples == pytest.approx(remote_rows, rel=0.05)
+
+
 def test_constants_travel_as_parameters(nodes: tuple[Node, Node]) -> None:
     """The SQL sent is the same whatever the constants: the remote workers plan it once."""
     n1, _ = nodes

@@ -29,6 +29,14 @@ def test_select_without_columns_keeps_one_row_per_row() -> None:
     assert remote_sql.select_sql('"t"', [], Quals()) == 'SELECT FROM "t"'
 
 
+def test_a_sample_takes_a_little_more_than_asked_of_a_big_table_and_all_of_a_small_one() -> None:
+    assert remote_sql.sample_sql('"t"', ["id", "we ird"], 30000, 1_000_000) == (
+        'SELECT "id", "we ird" FROM "t" TABLESAMPLE BERNOULLI (3.6)')
+    assert remote_sql.sample_sql('"t"', ["id"], 30000, 30001) == 'SELECT "id" FROM "t"'
+    assert remote_sql.sample_sql('"t"', [], 10, 0) == 'SELECT FROM "t"'
+    assert "LIMIT" not in remote_sql.sample_sql('"t"', ["id"], 1, 10**9)  # a LIMIT favours the first pages
+
+
 def test_insert_with_returning() -> None:
     assert remote_sql.insert_sql('"t"', ["a", "b"], returning=["a", "b", "c"]) == (
         'INSERT INTO "t" ("a", "b") VALUES ($1, $2) RETURNING "a", "b", "c"'

@@ -98,6 +98,22 @@ class ForeignDataWrapper:
         """Lines (or label -> text) that EXPLAIN shows for this scan."""
         return ()
 
+    #: True: ``ANALYZE`` samples this table through ``analyze_size`` and ``analyze_sample``
+    #: (otherwise PostgreSQL skips it with a warning, and leaves it out of its partitioned parent's
+    #: statistics).
+    can_analyze = False
+
+    def analyze_size(self) -> tuple[float, float]:
+        """The table's size in pages and rows (estimates will do): the pages decide its share of
+        its parent's sample, ANALYZE records the rows."""
+        raise TypeError(f"{type(self).__name__} does not implement analyze_size()")
+
+    def analyze_sample(self, columns: list[str], rows: int) -> tuple[float, Iterable[Row | bytes]]:
+        """The table's number of rows, and a random sample of them (as ``execute`` returns rows,
+        ``columns`` only): about ``rows`` of them, each equally likely; the extension keeps
+        ``rows`` of what comes, each equally likely too (reservoir sampling)."""
+        raise TypeError(f"{type(self).__name__} does not implement analyze_sample()")
+
     # -- modification ---------------------------------------------------------------------------
 
     @property

@@ -53,6 +53,7 @@ class RemotePartition(ForeignDataWrapper):
         self._upserted: set[tuple[Any, ...]] = set()  # conflict keys of the rows it has affected
         self._upsert_types: list[int] = []
         self._unique_keys: list[tuple[str, ...]] | None = None
+        self._analyze_rows: float | None = None  # from analyze_size, for the analyze_sample after it
         self._routing: tuple[str | None, frozenset[str], list[str]] | None = None
 
     # -- where the table is -------------------------------------------------------------------
@@ -168,6 +169,32 @@ class RemotePartition(ForeignDataWrapper):
         stream = transport.run(self._node(), self._select(quals, columns, sortkeys, limit), types, params,
                                write="ctid" in columns)
         return _read(stream)
+
+    can_analyze = True
+
+    def analyze_size(self) -> tuple[float, float]:
+        """The remote table's pages and rows, from its node's catalog (its rows counted if that
+        table was never vacuumed nor analyzed)."""
+        node, table = self._node(), self._table_sql()
+        stream = transport.run(
+            node, "SELECT (pg_catalog.pg_relation_size(c.oid) / "
+                  "pg_catalog.current_setting('block_size')::int)::text, c.reltuples::text "
+                  "FROM pg_catalog.pg_class c WHERE c.oid = $1::regclass",
+            [25], [table], write=False)
+        (pages, rows), = decode_text_tuples(b"".join(stream))
+        if float(rows) < 0:
+            (rows,), = decode_text_tuples(b"".join(transport.run(
+                node, f"SELECT count(*)::text FROM {table}", [], [], write=False)))
+        self._analyze_rows = float(rows)
+        return float(pages), self._analyze_rows
+
+    def analyze_sample(self, columns: list[str], rows: int) -> tuple[float, Iterator[bytes]]:
+        """A random sample of the remote table's rows (remote_sql.sample_sql), sized on the row
+        count analyze_size found, and that count."""
+        total = self._analyze_rows if self._analyze_rows is not None else self.analyze_size()[1]
+        self._analyze_rows = None
+        select = remote_sql.sample_sql(self._table_sql(), self._remote_columns(columns), rows, total)
+        return total, _read(transport.run(self._node(), select, [], [], write=False))
 
     def explain(self, quals, columns, sortkeys=None, limit=None, offset=None, verbose=False):
         return {"Node": self.node or "", "Remote SQL": self._select(quals, columns, sortkeys, limit)}
