@@ -179,6 +179,12 @@ shoalAnalyzeForeignTable(Relation rel, AcquireSampleRowsFunc *func, BlockNumber 
 	if (!shoal_handler_flag(handler, "can_analyze"))
 		return false;
 	size = shoal_call_method(handler, "analyze_size", PyTuple_New(0));
+	if (size == Py_None)
+	{
+		/* the handler cannot now (a node down): ANALYZE goes on without this table */
+		Py_DECREF(size);
+		return false;
+	}
 	if (!PyArg_ParseTuple(size, "dd", &pages, &rows))
 	{
 		Py_DECREF(size);

@@ -453,9 +453,16 @@ def test_a_dead_peer_is_a_clean_error_and_comes_back(cluster) -> None:
             conn.execute("SELECT count(*) FROM items")
         with pytest.raises(psycopg.OperationalError, match='node "n2" is unreachable'):
             conn.execute("SELECT * FROM shoal.ping('n2')")
+        # maintenance goes on without the node: ANALYZE skips its tables, with a warning
+        notices: list[str] = []
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        conn.execute("ANALYZE items")
+        assert any("ANALYZE skipped" in n and "unreachable" in n for n in notices), notices
         c.up(nodes=2, port=PORT)
         wait_for_channel(n1, "n2")
         assert conn.execute("SELECT count(*) FROM items").fetchone() == (301,)
+        conn.execute("ANALYZE items")
+        assert conn.execute("SELECT reltuples FROM pg_class WHERE relname = 'items'").fetchone() == (301,)
         # the session was lent the new channel: its requests skip the multiplexer again
         sent_before = sql(n1, "SELECT msgs_out FROM shoal.mux_stats WHERE peer = 'n2'")[0][0]
         for i in range(100):

@@ -103,9 +103,9 @@ class ForeignDataWrapper:
     #: statistics).
     can_analyze = False
 
-    def analyze_size(self) -> tuple[float, float]:
+    def analyze_size(self) -> tuple[float, float] | None:
         """The table's size in pages and rows (estimates will do): the pages decide its share of
-        its parent's sample, ANALYZE records the rows."""
+        its parent's sample, ANALYZE records the rows.  None: skip the table this time."""
         raise TypeError(f"{type(self).__name__} does not implement analyze_size()")
 
     def analyze_sample(self, columns: list[str], rows: int) -> tuple[float, Iterable[Row | bytes]]:

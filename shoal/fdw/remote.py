@@ -16,7 +16,7 @@ from shoal.errors import FeatureNotSupported, SqlError
 from shoal.fdw import backend, transport
 from shoal.fdw.handler import ForeignDataWrapper
 from shoal.fdw.quals import ColumnDefinition, Quals, SortKey
-from shoal.multiplexer.client import Stream
+from shoal.multiplexer.client import RemoteError, Stream
 from shoal.multiplexer.protocol import decode_text_tuples
 from shoal.planner import remote_sql
 
@@ -172,9 +172,20 @@ class RemotePartition(ForeignDataWrapper):
 
     can_analyze = True
 
-    def analyze_size(self) -> tuple[float, float]:
+    def analyze_size(self) -> tuple[float, float] | None:
         """The remote table's pages and rows, from its node's catalog (its rows counted if that
-        table was never vacuumed nor analyzed)."""
+        table was never vacuumed nor analyzed); None, with a warning, while its node is
+        unreachable: a database-wide ANALYZE goes on without it."""
+        try:
+            return self._remote_size()
+        except RemoteError as exc:
+            if exc.sqlstate != "08006":
+                raise
+            backend.log("warning", f"shoal: ANALYZE skipped {self._table_sql()} on node "
+                                   f"{self.node}: {exc.message}")
+            return None
+
+    def _remote_size(self) -> tuple[float, float]:
         node, table = self._node(), self._table_sql()
         stream = transport.run(
             node, "SELECT (pg_catalog.pg_relation_size(c.oid) / "
@@ -191,7 +202,7 @@ class RemotePartition(ForeignDataWrapper):
     def analyze_sample(self, columns: list[str], rows: int) -> tuple[float, Iterator[bytes]]:
         """A random sample of the remote table's rows (remote_sql.sample_sql), sized on the row
         count analyze_size found, and that count."""
-        total = self._analyze_rows if self._analyze_rows is not None else self.analyze_size()[1]
+        total = self._analyze_rows if self._analyze_rows is not None else self._remote_size()[1]
         self._analyze_rows = None
         select = remote_sql.sample_sql(self._table_sql(), self._remote_columns(columns), rows, total)
         return total, _read(transport.run(self._node(), select, [], [], write=False))
