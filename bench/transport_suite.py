@@ -25,7 +25,8 @@ from shoal import osuser
 Progress = Callable[[str], None]
 BENCH = Path(__file__).resolve().parent
 QUICK_ARGS = ["--seconds", "5", "--rows", "20000", "--bulk-rows", "200000", "--repeat", "2",
-              "--windows", "16,256,1024", "--ping-seconds", "1", "--latency-count", "500", "--cpu-queries", "2000"]
+              "--windows", "16,256,1024", "--ping-seconds", "1", "--latency-count", "500",
+              "--cpu-queries", "2000"]
 
 
 def _stage(workdir: Path) -> Path:

@@ -39,7 +39,7 @@ from shoal.multiplexer.peers import (
     Channel,
     node_address,
 )
-from shoal.multiplexer.pingrun import RUN_CLIENT, RUN_SHIFT, PingRun
+from shoal.multiplexer.pingrun import RUN_CLIENT, RUN_SHIFT, STALL_S, PingRun
 from shoal.multiplexer.protocol import Kind, ProtocolError
 from shoal.multiplexer.stats import Snapshot
 
@@ -695,6 +695,9 @@ class Multiplexer:
             self._next_liveness = now + LIVENESS_S
             self._check_peers(now)
             self._expire_queued(now)
+            if self.ping_runs:
+                self._end_ping_runs(lambda run: run.stalled(now), _error(
+                    "08006", f"no answer to a ping for {STALL_S:g} s", "The ping run was aborted."))
         if now >= self._next_resolve and self.me and self.workers:
             self._next_resolve = now + RESOLVE_S
             self._resolve_in_doubt()

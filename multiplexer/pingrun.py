@@ -19,6 +19,7 @@ from typing import Any
 
 from shoal.multiplexer.protocol import Kind
 
+STALL_S = 10.0  # a run that hears nothing for this long fails (its peer drops pings)
 MAX_PINGS = 10_000_000
 MAX_WINDOW = 65_536
 SAMPLES = 100_000  # latencies kept per run (every stride-th ping's), whatever its length
@@ -81,6 +82,10 @@ class PingRun:
         self.received += 1
         self.last = now
         return self.received == self.count
+
+    def stalled(self, now: float) -> bool:
+        """Pings in flight, and no answer for STALL_S."""
+        return bool(self.in_flight) and now - max(self.started, self.last) > STALL_S
 
     def result(self) -> list[float]:
         """[pings, seconds, p50_us, p99_us, max_us], as the answer to PING_RUN carries it."""

@@ -169,6 +169,7 @@ def test_a_wrapper_checks_its_own_options() -> None:
         ("table", {"table_name": ""}, "HV024", '"table_name" must not be empty'),
         ("table", {"schema_name": ""}, "HV024", '"schema_name" must not be empty'),
         ("column", {"column_name": ""}, "HV024", '"column_name" must not be empty'),
+        ("table", {"analyze": "maybe"}, "HV024", '"analyze" must be a boolean'),
     ],
 )
 def test_invalid_options(kind: str, options: dict[str, str], sqlstate: str, message: str) -> None:
@@ -180,7 +181,8 @@ def test_invalid_options(kind: str, options: dict[str, str], sqlstate: str, mess
 @pytest.mark.parametrize(
     ("kind", "options"),
     [
-        ("server", {"node": "n1", "startup_cost": "0", "tuple_cost": "0.25"}),
+        ("server", {"node": "n1", "startup_cost": "0", "tuple_cost": "0.25", "analyze": "on"}),
+        ("table", {"analyze": "False"}),
         ("server", {}),
         ("table", {"table_name": "t", "schema_name": "s", "anything": "for the handler"}),
         ("column", {"column_name": "c"}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shoal.multiplexer.pingrun import MAX_PINGS, MAX_WINDOW, RUN_CLIENT, RUN_SHIFT, SAMPLES, PingRun
+from shoal.multiplexer.pingrun import MAX_PINGS, MAX_WINDOW, RUN_CLIENT, RUN_SHIFT, SAMPLES, STALL_S, PingRun
 from shoal.multiplexer.protocol import Kind
 
 
@@ -63,3 +63,14 @@ def test_long_runs_keep_a_bounded_sample() -> None:
         now += 0.01
     assert len(r.samples) == SAMPLES
     assert r.result()[0] == count and r.result()[2] == pytest.approx(1000.0, abs=0.1)
+
+
+def test_a_run_that_hears_nothing_is_stalled() -> None:
+    r = run(5, 2)
+    assert not r.stalled(100.0)  # nothing sent yet
+    first, _ = [p[3] for p in r.top_up("n1", 100.0)]
+    assert not r.stalled(100.0 + STALL_S - 1)
+    assert r.stalled(100.0 + STALL_S + 1)
+    r.answered(first, 105.0)
+    assert not r.stalled(100.0 + STALL_S + 1)  # it heard at 105
+    assert r.stalled(105.0 + STALL_S + 1)

@@ -15,10 +15,12 @@ from shoal.fdw.handler import ForeignDataWrapper
 DEFAULT_WRAPPER = "shoal.fdw.remote.RemotePartition"
 
 _COSTS = ("startup_cost", "tuple_cost")
+_BOOLEANS = {"true": True, "on": True, "yes": True, "1": True,
+             "false": False, "off": False, "no": False, "0": False}
 SHOAL_OPTIONS = {
     "wrapper": frozenset(),
-    "server": frozenset({"wrapper", "node", *_COSTS}),
-    "table": frozenset({"wrapper", "table_name", "schema_name", *_COSTS}),
+    "server": frozenset({"wrapper", "node", "analyze", *_COSTS}),
+    "table": frozenset({"wrapper", "table_name", "schema_name", "analyze", *_COSTS}),
     "column": frozenset({"column_name"}),
     "user mapping": frozenset(),
 }
@@ -59,6 +61,12 @@ def resolve_wrapper(path: str | None) -> type[ForeignDataWrapper]:
     return cls
 
 
+def boolean_option(options: dict[str, str], name: str, default: bool = False) -> bool:
+    """A boolean option's value, as PostgreSQL spells booleans (validated by validate_options)."""
+    value = options.get(name)
+    return default if value is None else _BOOLEANS.get(value.strip().lower(), default)
+
+
 def validate_options(kind: str, options: dict[str, str]) -> None:
     """Check the options of one catalog object (``server``, ``table``, ``column``...)."""
     wrapper = options.get("wrapper")
@@ -86,6 +94,8 @@ def validate_options(kind: str, options: dict[str, str]) -> None:
                 value = -1.0
             if not (value >= 0 and math.isfinite(value)):  # NaN and infinity are no costs
                 raise OptionError(f'option "{name}" must be a non-negative number, not "{options[name]}"')
+    if "analyze" in options and options["analyze"].strip().lower() not in _BOOLEANS:
+        raise OptionError(f'option "analyze" must be a boolean, not "{options["analyze"]}"')
     for name in ("node", "table_name", "schema_name", "column_name"):
         if name in options and not options[name]:
             raise OptionError(f'option "{name}" must not be empty')
