@@ -17,7 +17,6 @@
 
 #include "executor/tuptable.h"
 #include "foreign/fdwapi.h"
-#include "miscadmin.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/sampling.h"
@@ -57,19 +56,9 @@ next_row(SampleState *state)
 			return true;
 		if (state->reader.finished)
 			return false;
-		CHECK_FOR_INTERRUPTS();
-		item = PyIter_Next(state->iterator);
-		if (shoal_pgmodule_error_pending())
-		{
-			Py_XDECREF(item);
-			shoal_pgmodule_rethrow();
-		}
+		item = shoal_iter_next(state->iterator, "analyze_sample");
 		if (item == NULL)
-		{
-			if (PyErr_Occurred())
-				shoal_python_raise("analyze_sample");
 			return false;
-		}
 		PG_TRY();
 		{
 			if (shoal_is_binary_chunk(item))

@@ -341,6 +341,28 @@ shoal_call_method(PyObject *obj, const char *method, PyObject *args)
 }
 
 /*
+ * The next item of a handler's iterator (a new reference), or NULL at its
+ * end; an ERROR if it raised, or if the handler caught a PostgreSQL error
+ * and went on (it still counts).  context names the handler method.
+ */
+PyObject *
+shoal_iter_next(PyObject *iterator, const char *context)
+{
+	PyObject   *item;
+
+	CHECK_FOR_INTERRUPTS();
+	item = PyIter_Next(iterator);
+	if (shoal_pgmodule_error_pending())
+	{
+		Py_XDECREF(item);
+		shoal_pgmodule_rethrow();
+	}
+	if (item == NULL && PyErr_Occurred())
+		shoal_python_raise(context);
+	return item;
+}
+
+/*
  * Render the pending exception: message, SQLSTATE, traceback.  Clears it.
  */
 typedef struct PythonError

@@ -297,18 +297,9 @@ shoal_scan_next(ForeignScanState *node)
 			ExecClearTuple(slot);
 			break;
 		}
-		CHECK_FOR_INTERRUPTS();
-		item = PyIter_Next(state->iterator);
-		if (shoal_pgmodule_error_pending())
-		{
-			/* the handler caught a PostgreSQL error (PgError) and went on: it still counts */
-			Py_XDECREF(item);
-			shoal_pgmodule_rethrow();
-		}
+		item = shoal_iter_next(state->iterator, "execute");
 		if (item == NULL)
 		{
-			if (PyErr_Occurred())
-				shoal_python_raise("execute");
 			if (shoal_binary_incomplete(&state->reader))
 				ereport(ERROR,
 						(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),

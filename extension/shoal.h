@@ -51,6 +51,7 @@ extern PyObject *shoal_import_attr(const char *module, const char *attr);
 /* steal args and kwargs (NULL: none) */
 extern PyObject *shoal_call_method(PyObject *obj, const char *method, PyObject *args);
 extern PyObject *shoal_call_method_kw(PyObject *obj, const char *method, PyObject *args, PyObject *kwargs);
+extern PyObject *shoal_iter_next(PyObject *iterator, const char *context);
 extern PyObject *shoal_host_attr(const char *attr);
 
 /* pgmodule.c: the `_shoal_pg` module that Python code calls back into */
