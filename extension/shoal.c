@@ -119,14 +119,14 @@ static PlannedStmt *
 shoal_planner(Query *parse, const char *query_string, int cursorOptions, ParamListInfo boundParams)
 {
 	PlannedStmt *result;
-	List	   *conflict_target = shoal_upsert_take_target(parse);
+	List	   *conflict_targets = shoal_upsert_take_target(parse);
 
 	if (prev_planner)
 		result = prev_planner(parse, query_string, cursorOptions, boundParams);
 	else
 		result = standard_planner(parse, query_string, cursorOptions, boundParams);
-	if (conflict_target != NIL)
-		shoal_upsert_keep_target(result, conflict_target);
+	if (conflict_targets != NIL)
+		shoal_upsert_keep_target(result, conflict_targets);
 	shoal_cost_initial_pruning(result);
 	return result;
 }

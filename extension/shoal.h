@@ -226,7 +226,7 @@ extern void shoal_refresh_snapshot(void);
 
 /* upsert.c: INSERT ... ON CONFLICT DO UPDATE sent on to a handler */
 extern List *shoal_upsert_take_target(Query *parse);
-extern void shoal_upsert_keep_target(PlannedStmt *stmt, List *target);
+extern void shoal_upsert_keep_target(PlannedStmt *stmt, List *targets);
 extern PyObject *shoal_upsert_clause(ModifyTableState *mtstate, int first, List **exprs);
 extern PyObject *shoal_upsert_values(ModifyTableState *mtstate, List *exprs);
 

@@ -111,23 +111,23 @@ local_partition_has_key(Oid relid, List *columns)
 }
 
 /*
- * Remove the conflict target of parse if its table is such a parent; the
- * target to keep in the plan (see shoal_upsert_keep_target), NIL if none.
+ * The target of one INSERT ... ON CONFLICT query, removed if its table is
+ * such a parent: the list to keep in its ModifyTable, NIL if none.
  */
-List *
-shoal_upsert_take_target(Query *parse)
+static List *
+take_one_target(Query *query)
 {
-	OnConflictExpr *clause = parse->onConflict;
+	OnConflictExpr *clause = query->onConflict;
 	RangeTblEntry *rte;
 	List	   *columns = NIL;
 	ListCell   *lc;
 	ListCell   *lc2;
 	char	   *name;
 
-	if (parse->commandType != CMD_INSERT || clause == NULL ||
+	if (query->commandType != CMD_INSERT || clause == NULL ||
 		(clause->arbiterElems == NIL && !OidIsValid(clause->constraint)))
 		return NIL;
-	rte = rt_fetch(parse->resultRelation, parse->rtable);
+	rte = rt_fetch(query->resultRelation, query->rtable);
 	if (rte->relkind != RELKIND_PARTITIONED_TABLE || !shoal_has_foreign_partitions(rte->relid))
 		return NIL;
 	foreach(lc, clause->arbiterElems)
@@ -135,7 +135,7 @@ shoal_upsert_take_target(Query *parse)
 		InferenceElem *elem = lfirst_node(InferenceElem, lc);
 		Var		   *var = (Var *) elem->expr;
 
-		if (!IsA(var, Var) || var->varno != parse->resultRelation || var->varattno <= 0)
+		if (!IsA(var, Var) || var->varno != query->resultRelation || var->varattno <= 0)
 		{
 			columns = NIL;		/* an expression: no remote constraint can match it */
 			break;
@@ -153,20 +153,97 @@ shoal_upsert_take_target(Query *parse)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
 				 errmsg("there is no unique or exclusion constraint matching the ON CONFLICT specification")));
-	parse->onConflict = copyObject(clause);
-	parse->onConflict->arbiterElems = NIL;
-	parse->onConflict->arbiterWhere = NULL;
-	parse->onConflict->constraint = InvalidOid;
-	return list_make2(makeString(CONFLICT_TARGET_TAG), columns);
+	query->onConflict = copyObject(clause);
+	query->onConflict->arbiterElems = NIL;
+	query->onConflict->arbiterWhere = NULL;
+	query->onConflict->constraint = InvalidOid;
+	return list_make3(makeString(CONFLICT_TARGET_TAG), columns, makeInteger((int) rte->relid));
+}
+
+/*
+ * Remove the conflict targets of the statement and of its data-modifying
+ * WITH queries where their table is such a parent; the targets to keep in
+ * the plan (see shoal_upsert_keep_target), NIL if none.
+ */
+List *
+shoal_upsert_take_target(Query *parse)
+{
+	List	   *targets = NIL;
+	List	   *inserted = NIL; /* the tables every INSERT of the statement writes */
+	List	   *target = take_one_target(parse);
+	ListCell   *lc;
+
+	if (target != NIL)
+		targets = lappend(targets, target);
+	if (parse->commandType == CMD_INSERT)
+		inserted = lappend_oid(inserted, rt_fetch(parse->resultRelation, parse->rtable)->relid);
+	foreach(lc, parse->cteList)
+	{
+		CommonTableExpr *cte = lfirst_node(CommonTableExpr, lc);
+		Query	   *query = (Query *) cte->ctequery;
+
+		if (!IsA(query, Query) || query->commandType != CMD_INSERT)
+			continue;
+		inserted = lappend_oid(inserted, rt_fetch(query->resultRelation, query->rtable)->relid);
+		if ((target = take_one_target(query)) != NIL)
+			targets = lappend(targets, target);
+	}
+
+	/*
+	 * A foreign partition's handler holds one statement's ON CONFLICT clause
+	 * at a time: two INSERTs into the table, interleaved, would mix theirs.
+	 */
+	foreach(lc, targets)
+	{
+		Oid			relid = (Oid) intVal(lthird((List *) lfirst(lc)));
+		int			writers = 0;
+		ListCell   *lc2;
+
+		foreach(lc2, inserted)
+			writers += lfirst_oid(lc2) == relid;
+		if (writers > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("INSERT ... ON CONFLICT into \"%s\" with another INSERT into it in the same "
+							"statement is not supported", get_rel_name(relid)),
+					 errdetail("The table has partitions on other nodes."),
+					 errhint("Run the INSERTs as separate statements.")));
+	}
+	return targets;
+}
+
+/* Keep target in plan if it is the ModifyTable of target's table, and keeps none yet. */
+static bool
+keep_in(PlannedStmt *stmt, Plan *plan, List *target)
+{
+	ModifyTable *mt = (ModifyTable *) plan;
+	Oid			relid = (Oid) intVal(lthird(target));
+
+	if (plan == NULL || !IsA(plan, ModifyTable) || mt->onConflictAction == ONCONFLICT_NONE ||
+		list_length(mt->fdwPrivLists) != 1 || linitial(mt->fdwPrivLists) != NIL ||
+		rt_fetch(linitial_int(mt->resultRelations), stmt->rtable)->relid != relid)
+		return false;
+	linitial(mt->fdwPrivLists) = target;
+	return true;
 }
 
 void
-shoal_upsert_keep_target(PlannedStmt *stmt, List *target)
+shoal_upsert_keep_target(PlannedStmt *stmt, List *targets)
 {
-	ModifyTable *mt = (ModifyTable *) stmt->planTree;
+	ListCell   *lc;
 
-	if (IsA(mt, ModifyTable) && list_length(mt->fdwPrivLists) == 1 && linitial(mt->fdwPrivLists) == NIL)
-		linitial(mt->fdwPrivLists) = target;
+	/* in the order they were taken: the statement's own first, then its WITH queries' */
+	foreach(lc, targets)
+	{
+		List	   *target = lfirst(lc);
+		ListCell   *lc2;
+
+		if (keep_in(stmt, stmt->planTree, target))
+			continue;
+		foreach(lc2, stmt->subplans)
+			if (keep_in(stmt, lfirst(lc2), target))
+				break;
+	}
 }
 
 /*
@@ -180,7 +257,7 @@ conflict_target(ModifyTable *mt)
 	PyObject   *columns;
 	ListCell   *lc;
 
-	if (list_length(kept) != 2 || !IsA(linitial(kept), String) ||
+	if (list_length(kept) != 3 || !IsA(linitial(kept), String) ||
 		strcmp(strVal(linitial(kept)), CONFLICT_TARGET_TAG) != 0)
 		Py_RETURN_NONE;
 	columns = PyList_New(0);

@@ -395,7 +395,7 @@ def test_unique_keys_added_after_distribution_hold_on_every_partition(nodes: lis
 
 def test_upsert_names_one_of_several_unique_keys_from_every_node(nodes: list[Node]) -> None:
     """ON CONFLICT (columns) DO UPDATE on a table with two unique keys, rows on every node: the
-    same rows as on a plain table, whichever key the statement names."""
+    same rows as on a plain table, whichever key the statement names, also in WITH queries."""
     n1 = nodes[0]
     columns = "id int PRIMARY KEY, code text NOT NULL, v int, UNIQUE (code, id)"
     sql(n1, f"CREATE TABLE keys2 ({columns}) WITH (distributed_by = 'id', num_parts = 6)")
@@ -409,19 +409,27 @@ def test_upsert_names_one_of_several_unique_keys_from_every_node(nodes: list[Nod
         "ON CONFLICT (code, id) DO UPDATE SET v = excluded.v * 10 WHERE {t}.v = 0",
         "INSERT INTO {t} SELECT g, 'd' || g, 1 FROM generate_series(50, 60) g "
         "ON CONFLICT (id, code) DO UPDATE SET v = 0",
+        # in a WITH query too
+        "WITH a AS (INSERT INTO {t} SELECT g, 'c' || g, 9 FROM generate_series(1, 40, 7) g "
+        "ON CONFLICT (code, id) DO UPDATE SET v = {t}.v - 1 RETURNING *) "
+        "SELECT * FROM a",
     ]
     try:
         for node in nodes:
             sql(node, "TRUNCATE keys2")
             for statement in statements:
-                shoal_rows = sql(node, statement.format(t="keys2") + " RETURNING *")
-                plain_rows = sql(node, statement.format(t="keys2_plain") + " RETURNING *")
+                returning = "" if statement.startswith("WITH") else " RETURNING *"
+                shoal_rows = sql(node, statement.format(t="keys2") + returning)
+                plain_rows = sql(node, statement.format(t="keys2_plain") + returning)
                 assert sorted(shoal_rows) == sorted(plain_rows), statement
             rows = "SELECT * FROM {t} ORDER BY id"
             assert sql(node, rows.format(t="keys2")) == sql(node, rows.format(t="keys2_plain"))
             sql(node, "TRUNCATE keys2_plain")
             with pytest.raises(psycopg.errors.InvalidColumnReference):
                 sql(node, "INSERT INTO keys2 VALUES (1, 'c1', 1) ON CONFLICT (v) DO UPDATE SET v = 2")
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match="another INSERT into it"):
+                sql(node, "WITH a AS (INSERT INTO keys2 VALUES (1, 'c1', 1) ON CONFLICT (id) DO UPDATE "
+                          "SET v = 2 RETURNING id) INSERT INTO keys2 SELECT id + 100, 'x', 0 FROM a")
     finally:
         sql(n1, "DROP TABLE keys2")
         for node in nodes:
